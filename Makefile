@@ -1,0 +1,51 @@
+# nerops: `make demo` runs the lifecycle demo on the local platform, `make test` runs the tests.
+# Both create the virtualenv and install everything themselves.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+# All local state lives under one folder (override: make demo STATE=/somewhere/else).
+STATE ?= $(CURDIR)/.state
+export NEROPS_STATE_DIR := $(STATE)
+export PREFECT_HOME := $(STATE)/prefect
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 90
+export MPLCONFIGDIR := $(STATE)/matplotlib
+
+# Machines without internet: use a local copy of the dataset zips when there is one beside us.
+SHARED_DATA := $(abspath $(CURDIR)/../shared/data/resumes)
+ifneq ($(wildcard $(SHARED_DATA)/dotin_545_cvs_train_v2.zip),)
+export NEROPS_DATA_DIR ?= $(SHARED_DATA)
+endif
+
+.PHONY: demo test bench lint install clean-state
+
+demo: $(STAMP)
+	$(BIN)/nerops demo
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+lint: $(STAMP)
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' 2>/dev/null || { \
+	  echo "nerops needs Python 3.11 or newer; '$(PYTHON)' is $$($(PYTHON) --version 2>&1 || echo missing)." >&2; \
+	  echo "Install Python 3.11 and run again, or point at it: make $(MAKECMDGOALS) PYTHON=/path/to/python3.11" >&2; \
+	  exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[azure,dev]'
+	@touch $(STAMP)
+
+clean-state:
+	rm -rf $(STATE)

@@ -1,0 +1,51 @@
+"""Training configurations: ``quick`` for the demo, ``full`` for the best quality we reach.
+
+A config is a frozen pydantic model; its hash (canonical JSON, sha256) is part of lineage.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from nerops.errors import ConfigurationError
+
+
+class TrainConfig(BaseModel):
+    """What shapes a trained model, apart from the data."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    algorithm: Literal["lbfgs", "l2sgd", "ap", "pa", "arow"] = "lbfgs"
+    c1: float = Field(0.05, ge=0, description="L1 regularisation (lbfgs only)")
+    c2: float = Field(0.05, ge=0, description="L2 regularisation")
+    max_iterations: int = Field(100, gt=0)
+    window: int = Field(2, ge=0, le=4, description="context tokens on each side")
+    min_feature_freq: int = Field(1, ge=0)
+    train_fraction: float = Field(1.0, gt=0, le=1, description="share of training CVs used")
+    seed: int = 0
+    window_chars: int = Field(20_000, ge=1000, description="prediction chunk size in characters")
+
+    def config_hash(self) -> str:
+        """sha256 of everything but the name, so a renamed copy keeps its hash."""
+        payload = self.model_dump(exclude={"name"})
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+PRESETS: dict[str, TrainConfig] = {
+    "quick": TrainConfig(name="quick", c1=0.05, c2=0.05, max_iterations=60, window=1, min_feature_freq=2),
+    "full": TrainConfig(name="full", c1=0.05, c2=0.05, max_iterations=300, window=2),
+}
+
+
+def get_config(name: str, **overrides: object) -> TrainConfig:
+    """A preset by name, with optional field overrides (for example a seed)."""
+    try:
+        preset = PRESETS[name]
+    except KeyError:
+        raise ConfigurationError(f"unknown training config {name!r}: choose one of {sorted(PRESETS)}") from None
+    return TrainConfig.model_validate({**preset.model_dump(), **overrides})

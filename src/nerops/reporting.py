@@ -1,0 +1,145 @@
+"""What the CLI and the demo do around the model: progress bars, score tables, file locations."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from nerops.data import LABELS, read_corpus
+from nerops.dataset import load_dataset
+from nerops.errors import ConfigurationError
+from nerops.evaluation import score
+from nerops.model.config import get_config
+from nerops.model.pipeline import Extractor, train_model
+from nerops.settings import Settings
+
+console = Console(stderr=True)
+
+EVALUATION_FILE = "evaluation.json"
+
+
+def resolve_model(ref: str) -> Path:
+    """A model folder from a reference (a path today; registry versions and aliases later)."""
+    path = Path(ref)
+    if path.is_dir():
+        return path
+    if ref.isdigit() or ref in ("champion", "challenger"):
+        raise ConfigurationError(
+            f"{ref!r} looks like a registry version or alias; the registry is not set up yet: pass a model folder"
+        )
+    raise ConfigurationError(f"{ref}: no such model folder")
+
+
+def evaluate_model(model_dir: Path, data_path: Path, *, bootstrap_samples: int = 1000) -> dict[str, object]:
+    """Score the model in ``model_dir`` on the CVs of a zip or folder."""
+    docs = read_corpus(Path(data_path))
+    extractor = Extractor.load(model_dir)
+    with _progress() as bar:
+        task = bar.add_task("predicting", total=len(docs))
+        predictions = []
+        for doc in docs:
+            predictions.append(extractor.predict_spans([doc.text])[0])
+            bar.advance(task)
+    result = score(
+        [[(s.start, s.end, s.label) for s in doc.spans] for doc in docs],
+        predictions,
+        bootstrap_samples=bootstrap_samples,
+    )
+    return {"model": str(model_dir), "data": str(data_path), **result}
+
+
+def train_and_report(
+    settings: Settings,
+    config_name: str,
+    *,
+    out: Path | None = None,
+    overrides: dict[str, object] | None = None,
+    demo: bool = False,
+) -> dict[str, object]:
+    """Train a config on the training split, score it on the fixed test set, print a table."""
+    config = get_config(config_name, **(overrides or {}))
+    dataset = load_dataset(settings)
+    console.print(
+        f"dataset [bold]{dataset.version}[/]: {len(dataset.train)} train / {len(dataset.dev)} dev CVs, "
+        f"{len(dataset.test)} test CVs; {len(dataset.dropped_duplicates)} training CV(s) dropped as "
+        f"duplicates of test CVs; {dataset.train_report.escapes_decoded} byte escapes decoded, "
+        f"{dataset.train_report.spans_trimmed} spans trimmed"
+    )
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    out = out or settings.models_dir / f"{config.name}-{stamp}-{config.config_hash()[:8]}"
+    with _progress() as bar:
+        tasks: dict[str, int] = {}
+
+        def progress(phase: str, done: int, total: int) -> None:
+            if phase not in tasks:
+                tasks[phase] = bar.add_task(phase, total=total)
+            bar.update(tasks[phase], completed=done)
+
+        meta = train_model(
+            dataset.train,
+            config,
+            out,
+            dev_docs=dataset.dev,
+            dataset_version=dataset.version,
+            progress=progress,
+        )
+    result = evaluate_model(out, _test_source(settings), bootstrap_samples=1000)
+    (out / EVALUATION_FILE).write_text(json.dumps(result, indent=2))
+    print_scores(result, title=f"{config.name} model on the fixed test set ({result['documents']} CVs)")
+    console.print(
+        f"trained in {meta['train_seconds']} s on {meta['train_documents']} CVs "
+        f"({meta['alignment']['dropped']} of {meta['alignment']['spans']} gold spans off token boundaries, "
+        f"not learnable); config hash {meta['config_hash']}"
+    )
+    console.print(f"model folder:   {out}")
+    console.print(f"test scores:    {out / EVALUATION_FILE}")
+    if demo:
+        console.print(f"state folder:   {settings.state}")
+        console.print(f"try:            echo 'Jane Doe  jane@example.com' | nerops predict --model {out}")
+    return result
+
+
+def print_scores(result: dict[str, object], *, title: str) -> None:
+    table = Table(title=title, title_justify="left")
+    for column in ("label", "precision", "recall", "F1", "gold spans"):
+        table.add_column(column, justify="left" if column == "label" else "right")
+    per_label = result["per_label"]
+    for label in LABELS:
+        row = per_label[label]
+        table.add_row(label, f"{row['precision']:.2f}", f"{row['recall']:.2f}", f"{row['f1']:.2f}", str(row["support"]))
+    micro = result["micro"]
+    low, high = micro["f1_ci95"]
+    table.add_section()
+    table.add_row(
+        "[bold]micro[/]",
+        f"{micro['precision']:.3f}",
+        f"{micro['recall']:.3f}",
+        f"[bold]{micro['f1']:.3f}[/] ({low:.2f}-{high:.2f})",
+        str(micro["support"]),
+    )
+    console.print(table)
+    extra = result.get("unscored_predictions") or {}
+    if extra:
+        console.print("found by rules, not scored (no gold labels): " + ", ".join(f"{k} {v}" for k, v in extra.items()))
+
+
+def _test_source(settings: Settings) -> Path:
+    from nerops.dataset import resolve_zips
+
+    return resolve_zips(settings)[1]
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description:>11}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )

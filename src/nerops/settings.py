@@ -1,0 +1,54 @@
+"""Settings: where things live and which backends to use, from NEROPS_* environment variables.
+
+Flow parameters say what a run does; settings say where and how.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Process-wide settings, read once from the environment (prefix ``NEROPS_``)."""
+
+    model_config = SettingsConfigDict(env_prefix="NEROPS_", frozen=True)
+
+    state_dir: Path = Field(
+        default=Path(".nerops-state"),
+        description="The one folder that holds all local state (data cache, models, runs).",
+    )
+    data_dir: Path | None = Field(
+        default=None,
+        description="A local folder holding the two dotin zips; when set nothing is downloaded.",
+    )
+    data_base_url: str = Field(
+        default=(
+            "https://raw.githubusercontent.com/dotin-inc/resume-dataset-NER-annotations/"
+            "052429f98489d0b9fc747d58e06db06cdeff2852"
+        ),
+        description="Where the zips are downloaded from (the dataset's repository, pinned commit).",
+    )
+
+    @cached_property
+    def state(self) -> Path:
+        """The state folder as an absolute path, created on first use."""
+        path = self.state_dir.expanduser().resolve()
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    @property
+    def data_cache(self) -> Path:
+        return self.state / "data"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.state / "models"
+
+
+def get_settings() -> Settings:
+    """Read the settings from the environment (cheap; call where needed)."""
+    return Settings()
