@@ -42,5 +42,7 @@ def tiny_model(synthetic_data: tuple[Path, Path], tmp_path_factory: pytest.TempP
     from nerops.model.pipeline import train_model
 
     out = tmp_path_factory.mktemp("models") / "tiny"
-    train_model(read_corpus(synthetic_data[0]), get_config("quick", max_iterations=30), out, dataset_version="synthetic")
+    train_model(
+        read_corpus(synthetic_data[0]), get_config("quick", max_iterations=30), out, dataset_version="synthetic"
+    )
     return out

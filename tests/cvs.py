@@ -30,16 +30,18 @@ def synthetic_cv(rng: random.Random) -> str:
     grad = rng.randint(1998, 2018)
     parts = [
         f'\n"{label("Name", f"{first} {last}")}  {label("Location", rng.choice(CITIES))}  ',
-        f"Phone: (555) 123-{rng.randint(1000, 9999)}  {label('Email Address', f'{first.lower()}.{last.lower()}@example.com')}  ",
+        f"Phone: (555) 123-{rng.randint(1000, 9999)}  ",
+        f"{label('Email Address', f'{first.lower()}.{last.lower()}@example.com')}  ",
         f"SUMMARY  {label('Designation', rng.choice(TITLES))} with {label('Years of Experience', f'{years} years')} ",
-        f"of experience in {label('Job Specific Skills', rng.choice(SKILLS))} and {label('Soft Skills', rng.choice(SOFT))}.  ",
+        f"of experience in {label('Job Specific Skills', rng.choice(SKILLS))} and ",
+        f"{label('Soft Skills', rng.choice(SOFT))}.  ",
         "EXPERIENCE  ",
         f"{label('Designation', rng.choice(TITLES))}  {label('Companies worked at', rng.choice(COMPANIES))} - ",
         f"{label('Location', rng.choice(CITIES))}  Used {label('Tech Tools', rng.choice(TOOLS))} and ",
         f"{label('Tech Tools', rng.choice(TOOLS))} daily \\xe2\\x80\\xa2 shipped releases.  ",
         f"EDUCATION  {label('Degree', rng.choice(DEGREES))}  {label('College Name', rng.choice(COLLEGES))}  ",
         f"{label('Graduation Year', str(grad))}  SKILLS  {label('Tech Tools', rng.choice(TOOLS))}, ",
-        f"{label('Tech Tools', rng.choice(TOOLS))}\"\n",
+        f'{label("Tech Tools", rng.choice(TOOLS))}"\n',
     ]
     return "".join(parts)
 

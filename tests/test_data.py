@@ -29,13 +29,18 @@ def spans_text(doc) -> list[tuple[str, str]]:
 
 
 def test_plain_cv_gives_text_and_spans():
-    doc = parse_cv("a.xml", cv_xml('<label type="Name">Ann Lee</label> works at <label type="Companies worked at">Acme</label>'))
+    doc = parse_cv(
+        "a.xml", cv_xml('<label type="Name">Ann Lee</label> works at <label type="Companies worked at">Acme</label>')
+    )
     assert doc.text == "Ann Lee works at Acme"
     assert spans_text(doc) == [("Name", "Ann Lee"), ("Companies worked at", "Acme")]
 
 
 def test_byte_escapes_are_decoded_before_offsets():
-    raw = cv_xml(r'Skills \xe2\x80\xa2 <label type="Tech Tools">Python</label> \xe2\x80\x93 <label type="Name">Zo\xc3\xab</label>')
+    raw = cv_xml(
+        r'Skills \xe2\x80\xa2 <label type="Tech Tools">Python</label> \xe2\x80\x93 '
+        r'<label type="Name">Zo\xc3\xab</label>'
+    )
     report = LoadReport()
     doc = parse_cv("a.xml", raw, report)
     assert doc.text == "Skills • Python – Zoë"
@@ -58,7 +63,11 @@ def test_simple_escapes_quotes_and_tabs():
 
 def test_stray_quotes_outer_whitespace_and_span_whitespace_are_trimmed():
     report = LoadReport()
-    doc = parse_cv("a.xml", cv_xml('\n"<label type="Name"> Ann Lee  </label>  Profile  <label type="Degree">BSc</label>"\n'), report)
+    doc = parse_cv(
+        "a.xml",
+        cv_xml('\n"<label type="Name"> Ann Lee  </label>  Profile  <label type="Degree">BSc</label>"\n'),
+        report,
+    )
     assert doc.text == "Ann Lee    Profile  BSc"
     assert spans_text(doc) == [("Name", "Ann Lee"), ("Degree", "BSc")]
     assert report.spans_trimmed == 1

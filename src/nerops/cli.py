@@ -45,7 +45,9 @@ def data() -> None:
 @main.command()
 @click.option("--config", "config_name", type=click.Choice(["quick", "full"]), default="quick", show_default=True)
 @click.option("--seed", type=int, default=None, help="Override the config's seed.")
-@click.option("--out", type=click.Path(path_type=Path), default=None, help="Model folder (default: in the state folder).")
+@click.option(
+    "--out", type=click.Path(path_type=Path), default=None, help="Model folder (default: in the state folder)."
+)
 def train(config_name: str, seed: int | None, out: Path | None) -> None:
     """Train a model on the training zip and score it on the fixed test set."""
     from nerops.reporting import train_and_report

@@ -16,7 +16,6 @@ quotes it.
 from __future__ import annotations
 
 import hashlib
-import io
 import re
 import urllib.request
 import zipfile
@@ -136,9 +135,7 @@ def fetch_pinned(pinned: PinnedFile, *, local_dir: Path | None, cache_dir: Path,
             out.write(response.read())
     except OSError as exc:
         partial.unlink(missing_ok=True)
-        raise DataError(
-            url, f"download failed ({exc}); set NEROPS_DATA_DIR to a folder holding the zips"
-        ) from exc
+        raise DataError(url, f"download failed ({exc}); set NEROPS_DATA_DIR to a folder holding the zips") from exc
     try:
         _verified(partial, pinned)
     except ChecksumError as exc:
@@ -288,9 +285,7 @@ def _outer_trim_edits(text: str) -> list[tuple[int, int, str]]:
     return [(0, start, ""), (end, len(text), "")]
 
 
-def _apply_edits(
-    text: str, spans: list[Span], edits: list[tuple[int, int, str]]
-) -> tuple[str, list[Span]]:
+def _apply_edits(text: str, spans: list[Span], edits: list[tuple[int, int, str]]) -> tuple[str, list[Span]]:
     """Replace ``text[a:b]`` by ``s`` for every non-overlapping ``(a, b, s)`` and move the spans.
 
     A span edge inside a replaced region moves outward-in: a start goes to the region's end,
@@ -323,4 +318,6 @@ def _apply_edits(
         return position + shift
 
     moved = [Span(move(s.start, is_start=True), move(s.end, is_start=False), s.label) for s in spans]
-    return "".join(out), [span if span.start <= span.end else Span(span.start, span.start, span.label) for span in moved]
+    return "".join(out), [
+        span if span.start <= span.end else Span(span.start, span.start, span.label) for span in moved
+    ]

@@ -1,0 +1,1 @@
+"""Benchmarks: `make bench` (not run by CI). Each writes JSON under bench/results/."""

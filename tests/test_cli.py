@@ -1,0 +1,80 @@
+"""The ``nerops`` command line: JSON answers on stdout, one-line errors naming the file."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from nerops.cli import main
+from tests.conftest import SHARED_DATA, needs_real_data
+
+
+@pytest.fixture()
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+def test_evaluate_prints_micro_and_per_label_json(runner: CliRunner, tiny_model: Path, synthetic_data):
+    result = runner.invoke(main, ["evaluate", "--model", str(tiny_model), "--data", str(synthetic_data[1])])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert set(report["micro"]) >= {"precision", "recall", "f1", "f1_ci95"}
+    assert len(report["per_label"]) == 12
+    assert report["documents"] == 10
+    assert report["micro"]["f1"] > 0.5, "the tiny model learned the synthetic CVs' structure"
+
+
+def test_evaluate_on_a_missing_file_names_it(runner: CliRunner, tiny_model: Path, tmp_path: Path):
+    result = runner.invoke(main, ["evaluate", "--model", str(tiny_model), "--data", str(tmp_path / "gone.zip")])
+    assert result.exit_code == 2
+    assert "gone.zip" in result.stderr and "no such file" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_evaluate_with_a_registry_version_says_it_is_not_available_yet(runner: CliRunner, synthetic_data):
+    result = runner.invoke(main, ["evaluate", "--model", "3", "--data", str(synthetic_data[1])])
+    assert result.exit_code == 2 and "registry" in result.stderr
+
+
+def test_predict_reads_stdin(runner: CliRunner, tiny_model: Path):
+    result = runner.invoke(main, ["predict", "--model", str(tiny_model)], input="Reach me at ann.lee@example.com")
+    assert result.exit_code == 0
+    entities = json.loads(result.stdout)["entities"]
+    assert {"label": "Email Address", "start": 12, "end": 31, "text": "ann.lee@example.com"} in entities
+
+
+def test_the_installed_entry_point_runs():
+    exe = Path(sys.executable).parent / "nerops"
+    out = subprocess.run([str(exe), "--help"], capture_output=True, text=True, check=True).stdout
+    for command in ("train", "evaluate", "predict", "demo", "data"):
+        assert command in out
+
+
+@needs_real_data
+def test_data_command_reports_the_dataset(runner: CliRunner, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("NEROPS_DATA_DIR", str(SHARED_DATA))
+    result = runner.invoke(main, ["data"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["test_docs"] == 50 and summary["train_zip"]["documents"] == 310
+
+
+@needs_real_data
+def test_data_command_with_a_tampered_local_copy_names_the_file(runner: CliRunner, tmp_path: Path, monkeypatch):
+    for name in ("dotin_545_cvs_train_v2.zip", "dotin_set_aside_test_v2_50cvs.zip"):
+        shutil.copy(SHARED_DATA / name, tmp_path / name)
+    with (tmp_path / "dotin_set_aside_test_v2_50cvs.zip").open("r+b") as handle:
+        handle.seek(1000)
+        byte = handle.read(1)
+        handle.seek(1000)
+        handle.write(bytes([byte[0] ^ 1]))
+    monkeypatch.setenv("NEROPS_DATA_DIR", str(tmp_path))
+    result = runner.invoke(main, ["data"])
+    assert result.exit_code == 2
+    assert "dotin_set_aside_test_v2_50cvs.zip" in result.stderr and "sha256" in result.stderr

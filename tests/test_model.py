@@ -1,0 +1,117 @@
+"""The NER pipeline: training, prediction contract (empty, long input), rules, config hashing."""
+
+from __future__ import annotations
+
+import logging
+import random
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nerops.data import read_corpus
+from nerops.errors import ConfigurationError, ModelError
+from nerops.model.config import TrainConfig, get_config
+from nerops.model.pipeline import Extractor, chunk_text, train_model
+from tests.cvs import synthetic_cv
+
+
+@pytest.fixture(scope="module")
+def extractor(tiny_model: Path) -> Extractor:
+    return Extractor.load(tiny_model)
+
+
+def test_predicts_entities_with_offsets_into_the_text(extractor: Extractor):
+    text = "Dana Vance  Riverton, WY  dana.vance@example.com  Phone: (555) 123-4567  EXPERIENCE  Web Developer  Hooli"
+    entities = extractor.predict(text)
+    assert entities, "a trained model finds something in a CV-shaped text"
+    for entity in entities:
+        assert text[entity["start"] : entity["end"]] == entity["text"]
+    found = {(e["label"], e["text"]) for e in entities}
+    assert ("Email Address", "dana.vance@example.com") in found
+    assert ("Phone", "(555) 123-4567") in found
+
+
+def test_empty_and_blank_input_give_no_entities(extractor: Extractor):
+    assert extractor.predict("") == []
+    assert extractor.predict("   \n  ") == []
+
+
+def test_non_string_input_is_refused(extractor: Extractor):
+    with pytest.raises(TypeError, match="must be a str"):
+        extractor.predict(None)  # type: ignore[arg-type]
+
+
+def test_long_input_is_chunked_and_offsets_map_back(extractor: Extractor):
+    rng = random.Random(7)
+    from xml.etree import ElementTree
+
+    cvs = ["".join(ElementTree.fromstring(f"<cv>{synthetic_cv(rng)}</cv>").itertext()).strip() for _ in range(250)]
+    text = "  ".join(cvs)
+    assert len(text) > 3 * extractor.window_chars
+    entities = extractor.predict(text)
+    emails = [e for e in entities if e["label"] == "Email Address"]
+    assert len(emails) == 250, "every CV's e-mail is found, including those past the first window"
+    for entity in entities:
+        assert text[entity["start"] : entity["end"]] == entity["text"]
+    assert entities == sorted(entities, key=lambda e: e["start"])
+
+
+@given(st.text(alphabet=st.sampled_from("ab  \n.x"), max_size=400), st.integers(min_value=10, max_value=120))
+@settings(max_examples=200, deadline=None)
+def test_chunks_cover_the_text_exactly(text: str, window: int):
+    chunks = chunk_text(text, window)
+    assert "".join(piece for _, piece in chunks) == text
+    for offset, piece in chunks:
+        assert text[offset : offset + len(piece)] == piece
+        assert len(piece) <= window
+
+
+def test_config_hash_is_stable_and_tracks_every_field():
+    assert get_config("quick").config_hash() == get_config("quick").config_hash()
+    assert get_config("quick").config_hash() != get_config("quick", seed=1).config_hash()
+    assert get_config("quick").config_hash() != get_config("full").config_hash()
+    renamed = TrainConfig(**{**get_config("quick").model_dump(), "name": "other"})
+    assert renamed.config_hash() == get_config("quick").config_hash()
+
+
+def test_unknown_config_and_bad_values_are_refused():
+    with pytest.raises(ConfigurationError, match="choose one of"):
+        get_config("huge")
+    with pytest.raises(ValueError):
+        get_config("quick", train_fraction=0)
+
+
+def test_loading_a_folder_that_is_not_a_model_is_a_clear_error(tmp_path: Path):
+    with pytest.raises(ModelError, match="not a model folder"):
+        Extractor.load(tmp_path)
+
+
+def test_training_reports_progress_and_logs_no_cv_text(synthetic_data, tmp_path: Path, caplog, capsys):
+    docs = read_corpus(synthetic_data[0])[:8]
+    calls: list[tuple[str, int, int]] = []
+    with caplog.at_level(logging.DEBUG):
+        meta = train_model(
+            docs,
+            get_config("quick", max_iterations=5),
+            tmp_path / "m",
+            dev_docs=docs[:2],
+            progress=lambda *a: calls.append(a),
+        )
+    phases = {phase for phase, _, _ in calls}
+    assert {"features", "optimising"} <= phases
+    assert ("features", 8, 8) in calls
+    assert meta["alignment"]["spans"] == sum(len(d.spans) for d in docs)
+    assert "dev_micro" in meta and meta["train_documents"] == 8
+    captured = capsys.readouterr()
+    logged = caplog.text + captured.out + captured.err
+    for doc in docs:
+        for span in doc.spans:
+            assert doc.text[span.start : span.end] not in logged
+
+
+def test_train_fraction_uses_a_seeded_subset(synthetic_data, tmp_path: Path):
+    docs = read_corpus(synthetic_data[0])
+    meta = train_model(docs, get_config("quick", max_iterations=3, train_fraction=0.1), tmp_path / "m")
+    assert meta["train_documents"] == 4
