@@ -18,7 +18,7 @@ from nerops.model.config import get_config
 from nerops.model.pipeline import Extractor, train_model
 from nerops.settings import Settings
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 
 EVALUATION_FILE = "evaluation.json"
 
