@@ -119,3 +119,33 @@ def score(
         "per_label": {label: per_label[label].as_dict() for label in labels},
         "unscored_predictions": dict(sorted(extra.items())),
     }
+
+
+def paired_bootstrap_diff(
+    per_doc_a: Sequence[dict[str, Counts]],
+    per_doc_b: Sequence[dict[str, Counts]],
+    *,
+    samples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> tuple[float, float, float]:
+    """Micro F1 of A minus B, and the percentile interval when the same documents are resampled for both."""
+    if len(per_doc_a) != len(per_doc_b):
+        raise ValueError(f"paired comparison needs the same documents: {len(per_doc_a)} vs {len(per_doc_b)}")
+    point = micro(per_doc_a).f1 - micro(per_doc_b).f1
+    if not per_doc_a:
+        return (0.0, 0.0, 0.0)
+    a = [micro([counts]) for counts in per_doc_a]
+    b = [micro([counts]) for counts in per_doc_b]
+    rng = random.Random(seed)
+    n = len(a)
+    diffs = []
+    for _ in range(samples):
+        picks = [rng.randrange(n) for _ in range(n)]
+        sum_a = sum((a[i] for i in picks), Counts())
+        sum_b = sum((b[i] for i in picks), Counts())
+        diffs.append(sum_a.f1 - sum_b.f1)
+    diffs.sort()
+    low = diffs[int((1 - level) / 2 * (samples - 1))]
+    high = diffs[int((1 + level) / 2 * (samples - 1))]
+    return (round(point, 4), round(low, 4), round(high, 4))

@@ -5,6 +5,8 @@ Flow parameters say what a run does; settings say where and how.
 
 from __future__ import annotations
 
+import getpass
+import socket
 from functools import cached_property
 from pathlib import Path
 
@@ -33,6 +35,13 @@ class Settings(BaseSettings):
         description="Where the zips are downloaded from (the dataset's repository, pinned commit).",
     )
 
+    mlflow_tracking_uri: str | None = Field(
+        default=None,
+        description="MLflow tracking/registry URI; default: a SQLite file in the state folder.",
+    )
+    registered_model: str = Field(default="resume-ner", description="The registered model's name.")
+    actor: str | None = Field(default=None, description="Who acts, for the ledger (default: user@host).")
+
     @cached_property
     def state(self) -> Path:
         """The state folder as an absolute path, created on first use."""
@@ -47,6 +56,26 @@ class Settings(BaseSettings):
     @property
     def models_dir(self) -> Path:
         return self.state / "models"
+
+    @property
+    def tracking_uri(self) -> str:
+        if self.mlflow_tracking_uri:
+            return self.mlflow_tracking_uri
+        folder = self.state / "mlflow"
+        folder.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{folder / 'mlflow.db'}"
+
+    @property
+    def artifact_root(self) -> str:
+        return (self.state / "mlflow" / "artifacts").as_uri()
+
+    @property
+    def ledger_path(self) -> Path:
+        return self.state / "ledger" / "ledger.jsonl"
+
+    @property
+    def who(self) -> str:
+        return self.actor or f"{getpass.getuser()}@{socket.gethostname()}"
 
 
 def get_settings() -> Settings:

@@ -1,0 +1,39 @@
+"""``retrain-model``: train -> evaluate -> register -> gate against the champion -> promote on pass."""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from nerops.params import RetrainRequest
+from tasks.registry import gate_against_champion, promote_version, reconcile_registry, register_candidate
+from tasks.reports import publish_gate_report
+from tasks.training import evaluate_candidate, train_candidate
+
+
+@flow(name="retrain-model", log_prints=True)
+def retrain_model(request: RetrainRequest = RetrainRequest()) -> dict[str, object]:
+    """Retrain the resume NER model and promote it if it beats the gate."""
+    repairs = reconcile_registry()
+    for action in repairs:
+        print(f"repaired: {action}")
+    training = train_candidate(request.config, request.overrides())
+    evaluation = evaluate_candidate(training["model_dir"])
+    version = register_candidate(training["model_dir"], training, evaluation)
+    gate = gate_against_champion(version, request.gate)
+    publish_gate_report(gate)
+    print(gate["summary"])
+    promoted = None
+    if gate["passed"] and request.promote_on_pass:
+        promoted = promote_version(version, reason=f"{request.reason}: {gate['summary']}")
+    return {
+        "version": version,
+        "passed": gate["passed"],
+        "reasons": gate["reasons"],
+        "promoted": bool(promoted),
+        "test_micro_f1": evaluation["micro"]["f1"],
+        "repairs": repairs,
+    }
+
+
+if __name__ == "__main__":
+    retrain_model()

@@ -1,0 +1,115 @@
+"""The steps of the model lifecycle as plain functions over plain values (the Prefect tasks wrap them).
+
+Each takes and returns JSON-friendly values (paths as strings, versions as strings), never
+clients, so that a task's inputs and results show in the Prefect UI and nothing holds CV text.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+from nerops.dataset import load_dataset, resolve_zips
+from nerops.gate import GatePolicy
+from nerops.governance import Governance, RegistryAnchor
+from nerops.ledger import Ledger
+from nerops.model.config import get_config
+from nerops.model.pipeline import library_versions, train_model
+from nerops.registry import CHAMPION, get_registry
+from nerops.registry.lineage import git_commit
+from nerops.reporting import EVALUATION_FILE, evaluate_model
+from nerops.settings import Settings, get_settings
+
+
+def open_governance(settings: Settings | None = None, *, actor: str | None = None) -> Governance:
+    """Registry and ledger from settings, the ledger anchored in the registry."""
+    settings = settings or get_settings()
+    registry = get_registry(settings)
+    ledger = Ledger(settings.ledger_path, RegistryAnchor(registry), default_actor=actor or settings.who)
+    return Governance(registry, ledger, actor=actor or settings.who)
+
+
+def train_candidate(
+    config_name: str, overrides: dict[str, object] | None = None, *, actor: str | None = None, progress=None
+) -> dict[str, object]:
+    """Train a model on the training split; record the training in the ledger; return where it is."""
+    settings = get_settings()
+    config = get_config(config_name, **(overrides or {}))
+    dataset = load_dataset(settings)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    out = settings.models_dir / f"{config.name}-{stamp}-{config.config_hash()[:8]}"
+    kwargs = {"progress": progress} if progress else {}
+    meta = train_model(dataset.train, config, out, dev_docs=dataset.dev, dataset_version=dataset.version, **kwargs)
+    evidence = {
+        "config": config.model_dump(),
+        "config_hash": config.config_hash(),
+        "dataset_version": dataset.version,
+        "dataset": {k: v for k, v in dataset.summary().items() if k not in ("train_zip", "test_zip")},
+        "train_documents": meta["train_documents"],
+        "train_seconds": meta["train_seconds"],
+        "alignment": meta["alignment"],
+        "dev_micro_f1": meta.get("dev_micro", {}).get("f1"),
+        "model_dir": str(out),
+    }
+    open_governance(settings, actor=actor).record_training(evidence)
+    return {"model_dir": str(out), "config_hash": config.config_hash(), "dataset_version": dataset.version, **meta}
+
+
+def evaluate_candidate(model_dir: str) -> dict[str, object]:
+    """Score a model folder on the fixed test set; keep the report beside the model."""
+    result = evaluate_model(Path(model_dir), resolve_zips(get_settings())[1])
+    (Path(model_dir) / EVALUATION_FILE).write_text(json.dumps(result, indent=2))
+    return result
+
+
+def register_candidate(model_dir: str, training: dict[str, object], evaluation: dict[str, object], *, actor=None) -> str:
+    """Register a trained model folder as a new candidate version; returns the version number."""
+    gov = open_governance(actor=actor)
+    config = training["config"]
+    micro = evaluation["micro"]
+    metrics = {
+        "test_micro_f1": micro["f1"],
+        "test_micro_precision": micro["precision"],
+        "test_micro_recall": micro["recall"],
+        "train_seconds": float(training["train_seconds"]),
+        **{f"test_f1.{label}": row["f1"] for label, row in evaluation["per_label"].items()},
+    }
+    if training.get("dev_micro"):
+        metrics["dev_micro_f1"] = training["dev_micro"]["f1"]
+    info = gov.register(
+        Path(model_dir),
+        dataset_version=str(training["dataset_version"]),
+        config_hash=str(training["config_hash"]),
+        git_commit=git_commit(),
+        libraries=library_versions(),
+        params={**config, "train_documents": training["train_documents"]},
+        metrics={key.replace(" ", "_"): value for key, value in metrics.items()},
+    )
+    return info.version
+
+
+def gate_version(version: str, policy: GatePolicy | None = None, *, actor: str | None = None) -> dict[str, object]:
+    """Gate a version against the champion of this moment on the fixed test set."""
+    from nerops.data import read_corpus, sha256_file
+    from nerops.gating import run_gate
+
+    test_zip = resolve_zips(get_settings())[1]
+    gov = open_governance(actor=actor)
+    result, details = run_gate(
+        gov, version, read_corpus(test_zip), policy or GatePolicy(), test_sha256=sha256_file(test_zip)
+    )
+    return {"passed": result.passed, "summary": result.summary(), "reasons": result.reasons, **details}
+
+
+def promote_version(version: str, reason: str, *, actor: str | None = None) -> dict[str, object]:
+    info = open_governance(actor=actor).promote(version, reason=reason)
+    return {"version": info.version, "stage": info.stage, "aliases": list(info.aliases)}
+
+
+def reconcile_registry(*, actor: str | None = None) -> list[str]:
+    return open_governance(actor=actor).reconcile()
+
+
+def champion_version() -> str | None:
+    return open_governance().registry.alias_version(CHAMPION)

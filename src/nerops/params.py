@@ -1,0 +1,52 @@
+"""Flow parameters: what one run does. Frozen pydantic models, so Prefect validates them and renders a form."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from nerops.gate import GatePolicy
+
+
+class GateParams(BaseModel):
+    """The gate's thresholds (defaults: ``GatePolicy``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    min_micro_f1: float = Field(GatePolicy.min_micro_f1, ge=0, le=1)
+    default_min_label_f1: float = Field(GatePolicy.default_min_label_f1, ge=0, le=1)
+    noninferiority_margin: float = Field(GatePolicy.noninferiority_margin, ge=0, le=1)
+    max_latency_ratio: float = Field(GatePolicy.max_latency_ratio, gt=0)
+    bootstrap_samples: int = Field(GatePolicy.bootstrap_samples, ge=100, le=100_000)
+
+    def policy(self) -> GatePolicy:
+        return GatePolicy(**self.model_dump())
+
+
+class RetrainRequest(BaseModel):
+    """What one ``retrain-model`` run trains, and whether a pass is promoted."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    config: Literal["quick", "full"] = "quick"
+    seed: int | None = Field(None, description="Override the config's seed.")
+    train_fraction: float | None = Field(None, gt=0, le=1, description="Train on this share of the training CVs.")
+    promote_on_pass: bool = True
+    reason: str = Field("retrain", min_length=1, max_length=500, description="Why this run happens (recorded).")
+    gate: GateParams = GateParams()
+
+    def overrides(self) -> dict[str, object]:
+        values = {"seed": self.seed, "train_fraction": self.train_fraction}
+        return {key: value for key, value in values.items() if value is not None}
+
+
+class GateRequest(BaseModel):
+    """Which version ``gate-model`` gates, and whether a pass is promoted."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    version: str = Field(..., pattern=r"^(v?\d+|challenger|champion)$", description="A version number or alias.")
+    promote_on_pass: bool = False
+    reason: str = Field("manual gate", min_length=1, max_length=500)
+    gate: GateParams = GateParams()

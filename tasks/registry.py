@@ -1,0 +1,36 @@
+"""Tasks that write to the registry and the ledger (retried only on transient backend errors)."""
+
+from __future__ import annotations
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from nerops import lifecycle
+from nerops.params import GateParams
+from tasks.common import actor, transient_only
+
+RETRIES = {"retries": 2, "retry_delay_seconds": 3, "retry_condition_fn": transient_only, "cache_policy": NO_CACHE}
+
+
+@task(name="reconcile-registry", **RETRIES)
+def reconcile_registry() -> list[str]:
+    """Repair what an interrupted run left: orphan versions, tags behind the ledger, a lagging anchor."""
+    return lifecycle.reconcile_registry(actor=actor())
+
+
+@task(name="register-candidate", **RETRIES)
+def register_candidate(model_dir: str, training: dict[str, object], evaluation: dict[str, object]) -> str:
+    """Register the model as a new candidate version with its lineage."""
+    return lifecycle.register_candidate(model_dir, training, evaluation, actor=actor())
+
+
+@task(name="gate-against-champion", **RETRIES)
+def gate_against_champion(version: str, gate: GateParams) -> dict[str, object]:
+    """Gate a version against the champion of this moment; the decision goes to the ledger."""
+    return lifecycle.gate_version(version, gate.policy(), actor=actor())
+
+
+@task(name="promote-version", **RETRIES)
+def promote_version(version: str, reason: str) -> dict[str, object]:
+    """Tag the version stage=prod and make it champion (refused without a current pass)."""
+    return lifecycle.promote_version(version, reason, actor=actor())
