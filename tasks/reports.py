@@ -13,9 +13,7 @@ from nerops.gate_report import gate_label_table, gate_markdown
 def publish_gate_report(gate: dict[str, object]) -> None:
     """A markdown summary of challenger against champion and a per-label table, as artifacts."""
     version = gate["challenger"]["version"]
-    create_markdown_artifact(
-        gate_markdown(gate), key=f"gate-v{version}", description=f"Gate decision for v{version}"
-    )
+    create_markdown_artifact(gate_markdown(gate), key=f"gate-v{version}", description=f"Gate decision for v{version}")
     create_table_artifact(
         gate_label_table(gate), key=f"gate-v{version}-labels", description=f"Per-label F1 for v{version}"
     )

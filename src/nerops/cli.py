@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from nerops.errors import NeropsError
-from nerops.settings import get_settings
+from nerops.settings import configure_prefect, get_settings
 
 
 class NeropsGroup(click.Group):
@@ -94,10 +94,110 @@ def predict(model_ref: str) -> None:
 
 @main.command()
 def demo() -> None:
-    """The lifecycle demo on the local platform: train the quick model and score it."""
-    from nerops.reporting import train_and_report
+    """The lifecycle demo on the local platform: retrain-model twice (a good model, then a weak one)."""
+    configure_prefect(get_settings())
+    from nerops.demo import run_demo
 
-    train_and_report(get_settings(), "quick", demo=True)
+    run_demo(get_settings())
+
+
+@main.command()
+@click.option("--config", "config_name", type=click.Choice(["quick", "full"]), default="quick", show_default=True)
+@click.option("--seed", type=int, default=None, help="Override the config's seed.")
+@click.option("--train-fraction", type=click.FloatRange(0, 1, min_open=True), default=None)
+@click.option("--no-promote", is_flag=True, help="Gate, but do not promote on a pass.")
+@click.option("--reason", default="manual retrain", show_default=True, help="Recorded in the ledger.")
+def retrain(config_name: str, seed: int | None, train_fraction: float | None, no_promote: bool, reason: str) -> None:
+    """Run the retrain-model flow: train, evaluate, register, gate, promote on pass."""
+    configure_prefect(get_settings())
+    from flows.retrain_model import retrain_model
+    from nerops.params import RetrainRequest
+
+    request = RetrainRequest(
+        config=config_name, seed=seed, train_fraction=train_fraction, promote_on_pass=not no_promote, reason=reason
+    )
+    click.echo(json.dumps(retrain_model(request), indent=2))
+
+
+@main.command()
+@click.argument("version")
+@click.option("--promote", "promote_on_pass", is_flag=True, help="Promote on a pass.")
+@click.option("--reason", default="manual gate", show_default=True)
+def gate(version: str, promote_on_pass: bool, reason: str) -> None:
+    """Gate VERSION (number or alias) against the champion on the fixed test set."""
+    from nerops.lifecycle import gate_version, promote_version
+
+    result = gate_version(version, actor=get_settings().who)
+    click.echo(result["summary"])
+    if result["passed"] and promote_on_pass:
+        promoted = promote_version(result["challenger"]["version"], reason, actor=get_settings().who)
+        click.echo(f"promoted v{promoted['version']}: stage={promoted['stage']}, aliases={promoted['aliases']}")
+    sys.exit(0 if result["passed"] else 1)
+
+
+@main.command()
+@click.argument("version")
+@click.option("--reason", required=True, help="Why (recorded in the ledger).")
+def promote(version: str, reason: str) -> None:
+    """Promote VERSION to stage=prod and champion; refused without a current gate pass."""
+    from nerops.lifecycle import promote_version
+
+    promoted = promote_version(version, reason, actor=get_settings().who)
+    click.echo(f"promoted v{promoted['version']}: stage={promoted['stage']}, aliases={promoted['aliases']}")
+
+
+@main.command()
+def models() -> None:
+    """List registered versions: stage, aliases, test F1, last gate verdict."""
+    from nerops.lifecycle import open_governance
+    from nerops.reporting import print_versions
+
+    print_versions(open_governance())
+
+
+@main.command()
+@click.argument("version")
+def lineage(version: str) -> None:
+    """Say how VERSION was made: data, config, code, libraries, artifacts, decisions."""
+    from nerops.lifecycle import open_governance
+    from nerops.reporting import describe_lineage
+
+    click.echo(describe_lineage(open_governance(), version))
+
+
+@main.group()
+def ledger() -> None:
+    """The audit ledger: verify the chain, read the history."""
+
+
+@ledger.command("verify")
+def ledger_verify() -> None:
+    """Check the hash chain, its anchor, and that registry and ledger agree; exit 1 on a problem."""
+    from nerops.lifecycle import open_governance
+
+    report = open_governance().verify()
+    click.echo(report.describe())
+    sys.exit(0 if report.ok else 1)
+
+
+@ledger.command("history")
+@click.option("--limit", type=int, default=50, show_default=True)
+def ledger_history(limit: int) -> None:
+    """The latest entries, in words."""
+    from nerops.ledger import describe_entry
+    from nerops.lifecycle import open_governance
+
+    for entry in open_governance().ledger.entries()[-limit:]:
+        click.echo(describe_entry(entry))
+
+
+@main.command()
+def reconcile() -> None:
+    """Repair what an interrupted run left (orphan versions, tags behind the ledger, the anchor)."""
+    from nerops.lifecycle import reconcile_registry
+
+    actions = reconcile_registry(actor=get_settings().who)
+    click.echo("\n".join(actions) if actions else "nothing to repair")
 
 
 if __name__ == "__main__":

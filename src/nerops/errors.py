@@ -6,6 +6,10 @@
     ├── DataError                an input file is missing, corrupt or malformed: names the file
     │   └── ChecksumError        a file's sha256 is not the pinned one
     ├── ModelError               a model folder cannot be loaded or used
+    ├── RegistryError            unknown model version or alias, bad reference
+    ├── LineageError             lineage tags or artifacts changed since registration
+    ├── PromotionError           no current gate pass, an artifact path instead of a version
+    ├── LedgerError              the audit ledger cannot be read or appended to safely
     └── TransientBackendError    a backend failed in a way worth retrying
 
 Messages never carry resume text: they name files, labels, offsets and counts only.
@@ -52,3 +56,19 @@ class ModelError(NeropsError):
 
 class TransientBackendError(NeropsError):
     """A backend failed in a way that a retry may fix."""
+
+
+class RegistryError(NeropsError):
+    """The model registry refused a request (unknown version, bad reference)."""
+
+
+class LineageError(NeropsError):
+    """A model version's lineage tags or artifacts differ from what was recorded at registration."""
+
+
+class PromotionError(NeropsError):
+    """A promotion was refused: no current gate pass, a bad reference, or broken lineage."""
+
+
+class LedgerError(NeropsError):
+    """The audit ledger cannot be read or appended to safely (a broken tail, an anchor mismatch)."""

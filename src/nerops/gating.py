@@ -62,13 +62,17 @@ def run_gate(
         models.append(gov.load(champion_version))
     measured = measure(models, docs)
     gold = [[(s.start, s.end, s.label) for s in doc.spans] for doc in docs]
-    reports = [score(gold, m.predictions, bootstrap_samples=policy.bootstrap_samples, seed=policy.seed) for m in measured]
+    reports = [
+        score(gold, m.predictions, bootstrap_samples=policy.bootstrap_samples, seed=policy.seed) for m in measured
+    ]
     challenger = _scores(challenger_version, reports[0], measured[0].latencies_ms)
     champion = _scores(champion_version, reports[1], measured[1].latencies_ms) if champion_version else None
     diff = ci = None
     if champion_version:
         per_doc = [[doc_counts(g, p) for g, p in zip(gold, m.predictions, strict=True)] for m in measured]
-        diff, low, high = paired_bootstrap_diff(per_doc[0], per_doc[1], samples=policy.bootstrap_samples, seed=policy.seed)
+        diff, low, high = paired_bootstrap_diff(
+            per_doc[0], per_doc[1], samples=policy.bootstrap_samples, seed=policy.seed
+        )
         ci = (low, high)
     evidence = GateEvidence(challenger, champion, len(docs), diff, ci)
     result = decide(evidence, policy)

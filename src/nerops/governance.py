@@ -145,7 +145,9 @@ class Governance:
         folder = self.registry.download(info.version, target)
         actual = artifact_sha256(folder)
         if actual != recorded["artifact_sha256"]:
-            changes.append(f"model artifacts changed: sha256 {actual[:12]}… != recorded {recorded['artifact_sha256'][:12]}…")
+            changes.append(
+                f"model artifacts changed: sha256 {actual[:12]}… != recorded {recorded['artifact_sha256'][:12]}…"
+            )
         if changes:
             raise LineageError(f"{self.model} v{version} fails its lineage check: " + "; ".join(changes))
         return folder
@@ -161,7 +163,12 @@ class Governance:
         entry = self.ledger.append(
             "gate",
             subject={"model": self.model, "version": result.challenger},
-            evidence={"verdict": result.verdict, "champion": result.champion, "summary": result.summary(), **evidence},
+            evidence={
+                "verdict": result.verdict,
+                "champion_version": result.champion,
+                "summary": result.summary(),
+                **evidence,
+            },
             actor=self.actor,
         )
         self.registry.set_tags(
@@ -177,9 +184,10 @@ class Governance:
         champion = self.registry.alias_version(CHAMPION)
         if last.evidence["verdict"] != "pass":
             return False, f"v{version}'s last gate (ledger entry {last.seq}) failed: {last.evidence['summary']}"
-        if last.evidence["champion"] != champion:
+        if last.evidence["champion_version"] != champion:
             return False, (
-                f"v{version} passed against champion {last.evidence['champion'] or 'none'} (ledger entry {last.seq}), "
+                f"v{version} passed against champion {last.evidence['champion_version'] or 'none'} "
+                f"(ledger entry {last.seq}), "
                 f"but the champion is now {champion}: gate it again"
             )
         return True, f"gate pass in ledger entry {last.seq}"
@@ -253,7 +261,11 @@ class Governance:
             info = self.registry.get_version(version)
             folder = self.registry.download(version, Path(tempfile.mkdtemp(prefix="nerops-orphan-")) / "m")
             if info.lineage.get("artifact_sha256") == artifact_sha256(folder):
-                evidence = {"lineage": info.lineage, "stage": "candidate", "repaired": "registered without ledger entry"}
+                evidence = {
+                    "lineage": info.lineage,
+                    "stage": "candidate",
+                    "repaired": "registered without ledger entry",
+                }
                 self.ledger.append("registration", subject={"model": self.model, "version": version}, evidence=evidence)
                 actions.append(f"recorded orphan v{version} in the ledger (its artifacts match its lineage tags)")
             else:

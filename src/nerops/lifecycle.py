@@ -63,7 +63,9 @@ def evaluate_candidate(model_dir: str) -> dict[str, object]:
     return result
 
 
-def register_candidate(model_dir: str, training: dict[str, object], evaluation: dict[str, object], *, actor=None) -> str:
+def register_candidate(
+    model_dir: str, training: dict[str, object], evaluation: dict[str, object], *, actor=None
+) -> str:
     """Register a trained model folder as a new candidate version; returns the version number."""
     gov = open_governance(actor=actor)
     config = training["config"]

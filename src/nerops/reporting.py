@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -19,20 +20,28 @@ from nerops.model.pipeline import Extractor, train_model
 from nerops.settings import Settings
 
 console = Console(stderr=True, soft_wrap=True)
+if not console.is_terminal:  # logs and CI: wide enough for the tables, not 80 columns
+    console.width = int(os.environ.get("COLUMNS", "120"))
 
 EVALUATION_FILE = "evaluation.json"
 
 
 def resolve_model(ref: str) -> Path:
-    """A model folder from a reference (a path today; registry versions and aliases later)."""
+    """A model folder from a reference: a folder path, or a registry version number or alias.
+
+    A registry version is downloaded and checked against its lineage (tags and artifact hash)
+    before it is used.
+    """
     path = Path(ref)
     if path.is_dir():
         return path
-    if ref.isdigit() or ref in ("champion", "challenger"):
-        raise ConfigurationError(
-            f"{ref!r} looks like a registry version or alias; the registry is not set up yet: pass a model folder"
-        )
-    raise ConfigurationError(f"{ref}: no such model folder")
+    if "/" in ref or "\\" in ref:
+        raise ConfigurationError(f"{ref}: no such model folder")
+    from nerops.lifecycle import open_governance
+
+    gov = open_governance()
+    version = gov.resolve(ref)
+    return gov.check_lineage(version)
 
 
 def evaluate_model(model_dir: Path, data_path: Path, *, bootstrap_samples: int = 1000) -> dict[str, object]:
@@ -143,3 +152,55 @@ def _progress() -> Progress:
         console=console,
         transient=True,
     )
+
+
+def print_versions(gov) -> None:
+    """A table of registered versions with stage, aliases, test F1 and the last gate verdict."""
+    table = Table(title=f"registered model {gov.model}", title_justify="left")
+    for column in ("version", "stage", "aliases", "test micro F1", "last gate", "registered"):
+        table.add_column(column)
+    for info in gov.registry.list_versions():
+        gates = gov.ledger.find("gate", model=gov.model, version=info.version)
+        gate = gates[-1].evidence if gates else None
+        against = f"v{gate['champion_version']}" if gate and gate["champion_version"] else "thresholds"
+        verdict = f"{gate['verdict']} vs {against}" if gate else "-"
+        registered = datetime.fromtimestamp(info.created_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+        f1 = _metric(gov, info, "test_micro_f1")
+        table.add_row(f"v{info.version}", info.stage or "-", ", ".join(info.aliases) or "-", f1, verdict, registered)
+    console.print(table)
+
+
+def _metric(gov, info, name: str) -> str:
+    entries = gov.ledger.find("registration", model=gov.model, version=info.version)
+    metrics = entries[-1].evidence.get("metrics", {}) if entries else {}
+    return f"{metrics[name]:.3f}" if name in metrics else "-"
+
+
+def describe_lineage(gov, ref: str) -> str:
+    """How a version was made and what was decided about it, in words."""
+    from nerops.errors import LineageError
+    from nerops.ledger import describe_entry
+
+    version = gov.resolve(ref)
+    info = gov.registry.get_version(version)
+    recorded = gov.registration(version)
+    lines = [f"{gov.model} v{version}: stage {info.stage or '-'}, aliases {', '.join(info.aliases) or 'none'}"]
+    if recorded is None:
+        lines.append("  no registration entry in the ledger: an orphan (run `nerops reconcile`)")
+        return "\n".join(lines)
+    libraries = ", ".join(f"{k[4:]} {v}" for k, v in sorted(recorded.items()) if k.startswith("lib."))
+    lines += [
+        f"  trained on dataset version {recorded['dataset_version']} with config hash {recorded['config_hash']}",
+        f"  MLflow run {recorded.get('run_id', '?')}, code at git commit {recorded['git_commit']}",
+        f"  libraries: {libraries}",
+        f"  model artifacts sha256 {recorded['artifact_sha256']}",
+    ]
+    try:
+        gov.check_lineage(version)
+        lines.append("  check: registry tags and artifact bytes match what was recorded at registration")
+    except LineageError as exc:
+        lines.append(f"  CHECK FAILED: {exc}")
+    lines.append("  ledger:")
+    for entry in gov.ledger.find(model=gov.model, version=version):
+        lines.append("    " + describe_entry(entry))
+    return "\n".join(lines)

@@ -6,6 +6,7 @@ Flow parameters say what a run does; settings say where and how.
 from __future__ import annotations
 
 import getpass
+import os
 import socket
 from functools import cached_property
 from pathlib import Path
@@ -81,3 +82,11 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """Read the settings from the environment (cheap; call where needed)."""
     return Settings()
+
+
+def configure_prefect(settings: Settings) -> None:
+    """Keep Prefect's own state (the temporary server's database) in the state folder, unless set."""
+    home = Path(os.environ.setdefault("PREFECT_HOME", str(settings.state / "prefect")))
+    home.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")

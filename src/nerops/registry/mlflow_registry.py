@@ -35,6 +35,9 @@ class MlflowRegistry:
         self.tracking_uri = tracking_uri
         self.model_name = model_name
         self.artifact_root = artifact_root
+        # models:/ URIs are resolved through the process-wide URIs: point them here too
+        mlflow.set_tracking_uri(tracking_uri)
+        mlflow.set_registry_uri(tracking_uri)
         self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
         self._experiment_id: str | None = None
         self._ensure_model()
@@ -69,8 +72,6 @@ class MlflowRegistry:
         """One MLflow run holding the model, registered as a new version carrying ``tags``."""
         import pandas as pd
 
-        mlflow.set_tracking_uri(self.tracking_uri)
-        mlflow.set_registry_uri(self.tracking_uri)
         with mlflow.start_run(experiment_id=self._experiment()) as run:
             mlflow.log_params({key: str(value)[:500] for key, value in params.items()})
             mlflow.log_metrics(metrics)
@@ -153,4 +154,6 @@ def _requirements() -> list[str]:
     from nerops.model.pipeline import library_versions
 
     versions = library_versions()
-    return [f"{package}=={versions[package]}" for package in ("spacy", "python-crfsuite", "mlflow") if package in versions]
+    return [
+        f"{package}=={versions[package]}" for package in ("spacy", "python-crfsuite", "mlflow") if package in versions
+    ]
