@@ -37,12 +37,44 @@ def synthetic_data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path
 @pytest.fixture(scope="session")
 def tiny_model(synthetic_data: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A CRF trained for a few iterations on synthetic CVs: shared by every test that predicts."""
+    return _train_tiny(synthetic_data, tmp_path_factory.mktemp("models") / "tiny", max_iterations=30)
+
+
+def _train_tiny(synthetic_data, out: Path, **overrides) -> Path:
     from nerops.data import read_corpus
     from nerops.model.config import get_config
     from nerops.model.pipeline import train_model
 
-    out = tmp_path_factory.mktemp("models") / "tiny"
-    train_model(
-        read_corpus(synthetic_data[0]), get_config("quick", max_iterations=30), out, dataset_version="synthetic"
-    )
+    train_model(read_corpus(synthetic_data[0]), get_config("quick", **overrides), out, dataset_version="synthetic")
     return out
+
+
+@pytest.fixture(scope="session")
+def weak_model(synthetic_data, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Trained on a tenth of the synthetic CVs for two iterations: the gate must reject it."""
+    return _train_tiny(synthetic_data, tmp_path_factory.mktemp("models") / "weak", max_iterations=2, train_fraction=0.1)
+
+
+@pytest.fixture(scope="session")
+def reseeded_model(synthetic_data, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model's config with another seed."""
+    return _train_tiny(synthetic_data, tmp_path_factory.mktemp("models") / "reseeded", max_iterations=30, seed=1)
+
+
+@pytest.fixture(scope="session")
+def tracking_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One MLflow SQLite store per session (creating one costs seconds); tests use their own model names."""
+    return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+
+
+@pytest.fixture(scope="session")
+def prefect_harness(tmp_path_factory: pytest.TempPathFactory):
+    """One temporary Prefect server for the whole session, heartbeats off (they cost 1 s per flow)."""
+    home = tmp_path_factory.mktemp("prefect-home")
+    os.environ["PREFECT_HOME"] = str(home)
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=90), temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        yield

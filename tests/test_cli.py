@@ -37,9 +37,48 @@ def test_evaluate_on_a_missing_file_names_it(runner: CliRunner, tiny_model: Path
     assert "Traceback" not in result.output
 
 
-def test_evaluate_with_a_registry_version_says_it_is_not_available_yet(runner: CliRunner, synthetic_data):
+def test_evaluate_with_an_unknown_registry_version_says_so(runner: CliRunner, synthetic_data):
     result = runner.invoke(main, ["evaluate", "--model", "3", "--data", str(synthetic_data[1])])
-    assert result.exit_code == 2 and "registry" in result.stderr
+    assert result.exit_code == 2 and "resume-ner has no version 3" in result.stderr
+
+
+def test_governance_commands_on_a_registered_version(runner: CliRunner, tiny_model: Path, synthetic_data):
+    from nerops.lifecycle import open_governance
+
+    gov = open_governance(actor="tester@test")
+    version = gov.register(
+        tiny_model,
+        dataset_version="synthetic",
+        config_hash="cfg",
+        git_commit="abc123",
+        libraries={"spacy": "3.8"},
+        params={},
+        metrics={"test_micro_f1": 0.91},
+    ).version
+
+    listed = runner.invoke(main, ["models"])
+    assert listed.exit_code == 0 and "v1" in listed.stderr and "candidate" in listed.stderr and "0.910" in listed.stderr
+    lineage = runner.invoke(main, ["lineage", version])
+    assert lineage.exit_code == 0, lineage.output
+    assert "trained on dataset version synthetic with config hash cfg" in lineage.stdout
+    assert "check: registry tags and artifact bytes match" in lineage.stdout
+    assert "registration resume-ner v1" in lineage.stdout
+    evaluated = runner.invoke(main, ["evaluate", "--model", version, "--data", str(synthetic_data[1])])
+    assert evaluated.exit_code == 0 and json.loads(evaluated.stdout)["documents"] == 10
+
+    refused = runner.invoke(main, ["promote", version, "--reason", "no gate"])
+    assert refused.exit_code == 2 and "never been gated" in refused.stderr
+    refused = runner.invoke(main, ["promote", str(tiny_model), "--reason", "a path"])
+    assert refused.exit_code == 2 and "registry versions only" in refused.stderr
+
+    assert runner.invoke(main, ["ledger", "verify"]).exit_code == 0
+    history = runner.invoke(main, ["ledger", "history"])
+    assert "tester@test  registration resume-ner v1" in history.stdout
+
+    path = gov.ledger.path
+    path.write_text(path.read_text().replace('"config_hash":"cfg"', '"config_hash":"CFG"'))
+    tampered = runner.invoke(main, ["ledger", "verify"])
+    assert tampered.exit_code == 1 and "entry 1" in tampered.stdout and "edited" in tampered.stdout
 
 
 def test_predict_reads_stdin(runner: CliRunner, tiny_model: Path):
