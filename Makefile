@@ -20,10 +20,23 @@ ifneq ($(wildcard $(SHARED_DATA)/dotin_545_cvs_train_v2.zip),)
 export NEROPS_DATA_DIR ?= $(SHARED_DATA)
 endif
 
-.PHONY: demo test bench lint install clean-state
+.PHONY: demo test bench lint install ui mlflow-ui clean-state
 
 demo: $(STAMP)
+	@mkdir -p $(PREFECT_HOME)
 	$(BIN)/nerops demo
+
+# The Prefect UI on the demo's history (the temporary server's database is in $(PREFECT_HOME)).
+ui: $(STAMP)
+	@mkdir -p $(PREFECT_HOME)
+	@echo "Prefect UI on http://127.0.0.1:4200 (Ctrl-C to stop)"
+	$(BIN)/prefect server start --host 127.0.0.1 --port 4200 --analytics-off
+
+# The MLflow UI on the registry in the state folder.
+mlflow-ui: $(STAMP)
+	@echo "MLflow UI on http://127.0.0.1:5000 (Ctrl-C to stop)"
+	$(BIN)/mlflow ui --host 127.0.0.1 --port 5000 \
+	  --backend-store-uri sqlite:///$(STATE)/mlflow/mlflow.db --default-artifact-root file://$(STATE)/mlflow/artifacts
 
 test: $(STAMP)
 	$(BIN)/ruff check .
