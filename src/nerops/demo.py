@@ -20,7 +20,7 @@ def run_demo(settings: Settings) -> None:
     gov = open_governance(settings)
     console.rule("[bold]Summary")
     print_versions(gov)
-    for label, run in (("first model", good), ("weak model", weak)):
+    for label, run in (("quick model", good), ("weak model", weak)):
         verdict = "promoted" if run["promoted"] else ("passed" if run["passed"] else "rejected")
         console.print(f"[bold]{label}[/] v{run['version']} {verdict}:")
         for reason in run["reasons"]:

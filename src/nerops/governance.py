@@ -134,15 +134,14 @@ class Governance:
 
     # --- lineage ---------------------------------------------------------------------------
 
-    def check_lineage(self, version: str, into: Path | None = None) -> Path:
-        """Download a version's artifacts and check tags and bytes against the ledger; return the folder."""
+    def check_lineage(self, version: str, into: Path) -> Path:
+        """Download a version's artifacts under ``into``, check tags and bytes against the ledger; return the folder."""
         info = self.registry.get_version(version)
         recorded = self.registration(info.version)
         if recorded is None:
             raise LineageError(f"{self.model} v{version} has no registration entry in the ledger (orphan)")
         changes = lineage_changes(recorded, info.lineage)
-        target = Path(into or tempfile.mkdtemp(prefix=f"nerops-v{version}-")) / f"v{version}"
-        folder = self.registry.download(info.version, target)
+        folder = self.registry.download(info.version, Path(into) / f"v{version}")
         actual = artifact_sha256(folder)
         if actual != recorded["artifact_sha256"]:
             changes.append(
@@ -152,9 +151,15 @@ class Governance:
             raise LineageError(f"{self.model} v{version} fails its lineage check: " + "; ".join(changes))
         return folder
 
-    def load(self, version: str, into: Path | None = None) -> Extractor:
+    def verify_lineage(self, version: str) -> None:
+        """Check a version's lineage; nothing is kept."""
+        with tempfile.TemporaryDirectory(prefix="nerops-lineage-") as tmp:
+            self.check_lineage(version, Path(tmp))
+
+    def load(self, version: str) -> Extractor:
         """A verified model: lineage and artifact hash checked before loading."""
-        return Extractor.load(self.check_lineage(version, into))
+        with tempfile.TemporaryDirectory(prefix="nerops-load-") as tmp:
+            return Extractor.load(self.check_lineage(version, Path(tmp)))
 
     # --- gate and promotion ------------------------------------------------------------------
 
@@ -202,7 +207,7 @@ class Governance:
         if not ok:
             raise PromotionError(f"cannot promote v{version}: {why}")
         try:
-            self.check_lineage(version)
+            self.verify_lineage(version)
         except LineageError as exc:
             raise PromotionError(f"cannot promote: {exc}") from exc
         previous = self.registry.alias_version(CHAMPION)
@@ -259,19 +264,30 @@ class Governance:
         report = self.verify()
         for version in report.orphans:
             info = self.registry.get_version(version)
-            folder = self.registry.download(version, Path(tempfile.mkdtemp(prefix="nerops-orphan-")) / "m")
-            if info.lineage.get("artifact_sha256") == artifact_sha256(folder):
+            with tempfile.TemporaryDirectory(prefix="nerops-orphan-") as tmp:
+                matches = info.lineage.get("artifact_sha256") == artifact_sha256(
+                    self.registry.download(version, Path(tmp) / "m")
+                )
+            if matches:
                 evidence = {
                     "lineage": info.lineage,
                     "stage": "candidate",
                     "repaired": "registered without ledger entry",
                 }
-                self.ledger.append("registration", subject={"model": self.model, "version": version}, evidence=evidence)
+                self.ledger.append(
+                    "registration",
+                    subject={"model": self.model, "version": version},
+                    evidence=evidence,
+                    actor=self.actor,
+                )
                 actions.append(f"recorded orphan v{version} in the ledger (its artifacts match its lineage tags)")
             else:
                 reason = "orphan whose artifacts do not match its lineage tags"
                 self.ledger.append(
-                    "archive", subject={"model": self.model, "version": version}, evidence={"reason": reason}
+                    "archive",
+                    subject={"model": self.model, "version": version},
+                    evidence={"reason": reason},
+                    actor=self.actor,
                 )
                 self.registry.set_tags(version, {STAGE_TAG: "archived", "archived.reason": reason})
                 actions.append(f"archived orphan v{version}: {reason}")

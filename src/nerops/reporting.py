@@ -17,7 +17,7 @@ from nerops.errors import ConfigurationError
 from nerops.evaluation import score
 from nerops.model.config import get_config
 from nerops.model.pipeline import Extractor, train_model
-from nerops.settings import Settings
+from nerops.settings import Settings, get_settings
 
 console = Console(stderr=True, soft_wrap=True)
 if not console.is_terminal:  # logs and CI: wide enough for the tables, not 80 columns
@@ -41,7 +41,7 @@ def resolve_model(ref: str) -> Path:
 
     gov = open_governance()
     version = gov.resolve(ref)
-    return gov.check_lineage(version)
+    return gov.check_lineage(version, get_settings().state / "cache" / "models")
 
 
 def evaluate_model(model_dir: Path, data_path: Path, *, bootstrap_samples: int = 1000) -> dict[str, object]:
@@ -196,7 +196,7 @@ def describe_lineage(gov, ref: str) -> str:
         f"  model artifacts sha256 {recorded['artifact_sha256']}",
     ]
     try:
-        gov.check_lineage(version)
+        gov.verify_lineage(version)
         lines.append("  check: registry tags and artifact bytes match what was recorded at registration")
     except LineageError as exc:
         lines.append(f"  CHECK FAILED: {exc}")
