@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from nerops.errors import NeropsError
+from nerops.errors import ConfigurationError, NeropsError
 from nerops.settings import configure_prefect, get_settings
 
 
@@ -198,6 +198,110 @@ def reconcile() -> None:
 
     actions = reconcile_registry(actor=get_settings().who)
     click.echo("\n".join(actions) if actions else "nothing to repair")
+
+
+@main.group()
+def endpoint() -> None:
+    """The local online endpoint: serve, deploy, split traffic, inspect."""
+
+
+def _endpoint_client(name: str):
+    from nerops.serving.client import EndpointClient
+
+    folder = get_settings().state / "endpoints" / name
+    url_file, keys_file = folder / "endpoint.url", folder / "keys.json"
+    if not url_file.exists() or not keys_file.exists():
+        raise ConfigurationError(f"endpoint {name!r} has never run here: start it with `nerops endpoint serve`")
+    return EndpointClient(url_file.read_text().strip(), json.loads(keys_file.read_text())["primary"])
+
+
+@endpoint.command("serve")
+@click.option("--name", default="resume-ner", show_default=True)
+@click.option("--port", type=int, default=8910, show_default=True)
+def endpoint_serve(name: str, port: int) -> None:
+    """Run the endpoint in the foreground on 127.0.0.1 (Ctrl-C stops it; its state is kept)."""
+    from nerops.serving.endpoint import main as serve
+
+    click.echo(f"endpoint {name} on http://127.0.0.1:{port}  (key: nerops endpoint keys)", err=True)
+    serve(["--name", name, "--port", str(port)])
+
+
+@endpoint.command("show")
+@click.option("--name", default="resume-ner", show_default=True)
+def endpoint_show(name: str) -> None:
+    """Deployments, traffic, mirror and worker status (JSON)."""
+    click.echo(json.dumps(_endpoint_client(name).endpoint(), indent=2))
+
+
+@endpoint.command("deploy")
+@click.argument("deployment")
+@click.option("--model", "version", required=True, help="Registry version (number or models:/resume-ner/N).")
+@click.option("--instances", type=int, default=1, show_default=True, help="Worker processes.")
+@click.option("--name", default="resume-ner", show_default=True)
+def endpoint_deploy(deployment: str, version: str, instances: int, name: str) -> None:
+    """Create a deployment serving a stage=prod version (no traffic until you give it some)."""
+    click.echo(json.dumps(_endpoint_client(name).create_deployment(deployment, version, instance_count=instances)))
+
+
+@endpoint.command("traffic")
+@click.argument("weights", nargs=-1, required=True)
+@click.option("--mirror", "mirror", multiple=True, help="deployment=percent of live traffic to copy.")
+@click.option("--name", default="resume-ner", show_default=True)
+def endpoint_traffic(weights: tuple[str, ...], mirror: tuple[str, ...], name: str) -> None:
+    """Set the traffic split, e.g. `blue=70 green=30` (must sum to 100)."""
+    client = _endpoint_client(name)
+    state = client.set_traffic(_weights(weights), _weights(mirror) if mirror else None)
+    click.echo(json.dumps({"traffic": state["traffic"], "mirror": state["mirror"]}))
+
+
+@endpoint.command("delete")
+@click.argument("deployment")
+@click.option("--name", default="resume-ner", show_default=True)
+def endpoint_delete(deployment: str, name: str) -> None:
+    """Delete a deployment that takes no traffic."""
+    click.echo(json.dumps(_endpoint_client(name).delete_deployment(deployment)))
+
+
+@endpoint.command("keys")
+@click.option("--name", default="resume-ner", show_default=True)
+def endpoint_keys(name: str) -> None:
+    """Print the endpoint's URL and keys."""
+    client = _endpoint_client(name)
+    keys = json.loads((get_settings().state / "endpoints" / name / "keys.json").read_text())
+    click.echo(json.dumps({"url": client.url, **keys}, indent=2))
+
+
+def _weights(pairs: tuple[str, ...]) -> dict[str, int]:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not value.strip().isdigit():
+            raise ConfigurationError(f"{pair!r}: write deployment=percent, e.g. blue=70")
+        out[key.strip()] = int(value)
+    return out
+
+
+@main.command()
+@click.option("--requests", "count", type=int, default=200, show_default=True)
+@click.option("--concurrency", type=int, default=4, show_default=True)
+@click.option("--rate", type=float, default=None, help="Requests per second (default: as fast as answered).")
+@click.option("--deployment", default=None, help="Pin every request to this deployment.")
+@click.option("--data", "data_path", type=click.Path(path_type=Path), default=None, help="CVs to replay (zip/folder).")
+@click.option("--name", default="resume-ner", show_default=True)
+def traffic(count: int, concurrency: int, rate: float | None, deployment: str | None, data_path, name: str) -> None:
+    """Replay CVs from the test zip against the endpoint; print what went where."""
+    from nerops.serving.traffic import load_texts, run_traffic
+
+    client = _endpoint_client(name)
+    if data_path is None:
+        from nerops.dataset import resolve_zips
+
+        data_path = resolve_zips(get_settings())[1]
+    report = run_traffic(
+        client.url, client.key, load_texts(data_path), requests=count, concurrency=concurrency, rate=rate,
+        deployment=deployment,
+    )  # fmt: skip
+    click.echo(report.summary())
 
 
 if __name__ == "__main__":

@@ -1,0 +1,142 @@
+"""Talk to a local endpoint (``EndpointClient``) and run one in the background (``LocalEndpoint``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from nerops.errors import NeropsError, TransientBackendError
+from nerops.settings import Settings
+
+PIN_HEADER = "azureml-model-deployment"
+
+
+class EndpointError(NeropsError):
+    """The endpoint refused a control request; the message is the endpoint's own."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"{message} (HTTP {status}, {code})")
+        self.status, self.code = status, code
+
+
+class EndpointClient:
+    def __init__(self, url: str, key: str, *, timeout: float = 120.0) -> None:
+        self.url = url.rstrip("/")
+        self.key = key
+        self.http = httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {key}"}, timeout=timeout)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def score(self, text: str | None = None, *, documents: list[str] | None = None, deployment: str | None = None):
+        body = {"text": text} if documents is None else {"documents": documents}
+        headers = {PIN_HEADER: deployment} if deployment else {}
+        return self.http.post("/score", json=body, headers=headers)
+
+    def endpoint(self) -> dict:
+        return self._control("GET", "endpoint")
+
+    def set_traffic(self, traffic: dict[str, int], mirror: dict[str, int] | None = None) -> dict:
+        """Read-modify-write: the PUT names the ETag it read, so a concurrent change is not lost."""
+        current = self.http.get("/control/endpoint")
+        _raise_for(current)
+        body = {"traffic": traffic, "mirror": current.json()["mirror"] if mirror is None else mirror}
+        return self._control("PUT", "endpoint", body, headers={"If-Match": current.headers["ETag"]})
+
+    def create_deployment(self, name: str, version: str, *, instance_count: int = 1) -> dict:
+        """A deployment serving registry version ``version`` (a number, or ``models:/<model>/<n>``)."""
+        body = {"model": str(version), "instance_count": instance_count}
+        return self._control("PUT", f"deployments/{name}", body)
+
+    def delete_deployment(self, name: str) -> dict:
+        return self._control("DELETE", f"deployments/{name}")
+
+    def deployment(self, name: str) -> dict:
+        return self._control("GET", f"deployments/{name}")
+
+    def _control(self, method: str, path: str, body: dict | None = None, headers: dict | None = None) -> dict:
+        try:
+            response = self.http.request(method, f"/control/{path}", json=body, headers=headers)
+        except httpx.TransportError as exc:
+            raise TransientBackendError(f"endpoint {self.url} unreachable: {exc}") from exc
+        _raise_for(response)
+        return response.json()
+
+
+def _raise_for(response: httpx.Response) -> None:
+    if response.status_code < 400:
+        return
+    try:
+        err = response.json()["error"]
+        raise EndpointError(response.status_code, err["code"], err["message"])
+    except (ValueError, KeyError, TypeError):
+        raise EndpointError(response.status_code, "http_error", response.text[:200]) from None
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class LocalEndpoint:
+    """An endpoint process started in the background, on 127.0.0.1 and a free port."""
+
+    name: str
+    url: str
+    key: str
+    process: subprocess.Popen
+    log_path: Path
+
+    @classmethod
+    def start(
+        cls, settings: Settings, name: str = "resume-ner", *, port: int | None = None, export_interval: float = 5.0
+    ) -> LocalEndpoint:
+        folder = settings.state / "endpoints" / name
+        folder.mkdir(parents=True, exist_ok=True)
+        port = port or free_port()
+        log_path = folder / "endpoint.log"
+        env = {**os.environ, "NEROPS_STATE_DIR": str(settings.state)}
+        with log_path.open("ab") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "nerops.serving.endpoint", "--name", name, "--port", str(port),
+                 "--export-interval", str(export_interval)],
+                env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            )  # fmt: skip
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise NeropsError(f"endpoint {name} exited with code {process.returncode}; see {log_path}")
+            try:
+                if httpx.get(f"{url}/health", timeout=1.0).status_code == 200:
+                    key = json.loads((folder / "keys.json").read_text())["primary"]
+                    return cls(name, url, key, process, log_path)
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        process.kill()
+        raise NeropsError(f"endpoint {name} did not come up in 180 s; see {log_path}")
+
+    def client(self) -> EndpointClient:
+        return EndpointClient(self.url, self.key)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Graceful stop (telemetry flushed, workers stopped); killed if it does not end in time."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()

@@ -1,0 +1,240 @@
+"""The endpoint's control plane: keys, saved state, deployments' pools, and the control API.
+
+Rules as Azure ML applies them: a deployment serves one registry version, and only a version
+tagged ``stage=prod`` whose artifacts still match their lineage; traffic and mirror are set as
+a whole object (read-modify-write; ``If-Match`` with the state's ETag refuses a lost update);
+a deployment with traffic cannot be deleted. The state is saved atomically after every
+change, so a restart comes back with the same deployments and traffic, and every change is a
+ledger entry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import os
+import secrets
+import shutil
+import tempfile
+from pathlib import Path
+
+from nerops.errors import LineageError, NeropsError, RegistryError
+from nerops.governance import Governance
+from nerops.serving.pool import DeploymentPool
+from nerops.serving.state import (
+    DeploymentSpec,
+    EndpointRuleError,
+    EndpointState,
+    with_deployment,
+    with_traffic,
+    without_deployment,
+)
+
+
+class ControlError(NeropsError):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+class EndpointKeys:
+    """A primary and a secondary key, kept in a 0600 file; compared in constant time."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _atomic_write(
+                path, json.dumps({"primary": secrets.token_urlsafe(32), "secondary": secrets.token_urlsafe(32)})
+            )
+            os.chmod(path, 0o600)
+        data = json.loads(path.read_text())
+        self.primary, self.secondary = data["primary"], data["secondary"]
+
+    def check(self, authorization: str | None) -> bool:
+        scheme, _, token = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            return False
+        given = token.strip().encode()
+        ok_primary = hmac.compare_digest(given, self.primary.encode())
+        ok_secondary = hmac.compare_digest(given, self.secondary.encode())
+        return ok_primary or ok_secondary
+
+
+class EndpointController:
+    def __init__(self, folder: Path, state: EndpointState, governance: Governance) -> None:
+        self.folder = folder
+        self.state = state
+        self.gov = governance
+        self.keys = EndpointKeys(folder / "keys.json")
+        self.pools: dict[str, DeploymentPool] = {}
+        self.socket_dir = Path(tempfile.mkdtemp(prefix="nerops-sock-"))
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    def open(cls, folder: Path, name: str, governance: Governance) -> EndpointController:
+        path = folder / "endpoint.json"
+        state = EndpointState.from_dict(json.loads(path.read_text())) if path.exists() else EndpointState(name)
+        folder.mkdir(parents=True, exist_ok=True)
+        return cls(folder, state, governance)
+
+    async def start(self) -> None:
+        """Bring back every saved deployment (lineage checked again) with its traffic."""
+        for spec in self.state.deployments.values():
+            self.pools[spec.name] = await self._start_pool(spec)
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(pool.stop() for pool in self.pools.values()))
+        shutil.rmtree(self.socket_dir, ignore_errors=True)
+
+    # --- the control API ----------------------------------------------------------------------
+
+    async def handle(self, method: str, path: str, body: bytes, headers) -> tuple[int, dict, dict[str, str]]:
+        parts = [p for p in path.split("/") if p]
+        async with self._lock:
+            if parts == ["endpoint"] and method == "GET":
+                return 200, self.describe(), {"ETag": self.state.etag()}
+            if parts == ["endpoint"] and method == "PUT":
+                return await self._put_endpoint(_json(body), headers.get("if-match"))
+            if parts == ["deployments"] and method == "GET":
+                return 200, {"deployments": [p.status() for p in self.pools.values()]}, {}
+            if len(parts) == 2 and parts[0] == "deployments":
+                name = parts[1]
+                if method == "GET":
+                    if name not in self.pools:
+                        raise ControlError(404, "not_found", f"no deployment named {name!r}")
+                    return 200, self.pools[name].status(), {}
+                if method == "PUT":
+                    return await self._put_deployment(name, _json(body))
+                if method == "DELETE":
+                    return await self._delete_deployment(name)
+        raise ControlError(404, "not_found", f"no control route {method} /control/{path}")
+
+    def describe(self) -> dict[str, object]:
+        return {
+            **self.state.to_dict(),
+            "etag": self.state.etag(),
+            "status": {name: pool.status() for name, pool in self.pools.items()},
+        }
+
+    async def _put_endpoint(self, data: dict, if_match: str | None) -> tuple[int, dict, dict[str, str]]:
+        if if_match and if_match.strip('"') != self.state.etag():
+            raise ControlError(412, "precondition_failed", "the endpoint changed since you read it: read it again")
+        unknown = set(data) - {"traffic", "mirror"}
+        if unknown:
+            raise ControlError(400, "invalid_change", f"unknown fields {sorted(unknown)}: send 'traffic' and 'mirror'")
+        before = self.state
+        try:
+            after = with_traffic(before, data.get("traffic", before.traffic), data.get("mirror", before.mirror))
+        except EndpointRuleError as exc:
+            raise ControlError(400, "invalid_change", str(exc)) from exc
+        if after != before:
+            await self._commit(
+                after,
+                "traffic_change",
+                {"endpoint": after.name},
+                {
+                    "before": {"traffic": before.traffic, "mirror": before.mirror},
+                    "after": {"traffic": after.traffic, "mirror": after.mirror},
+                },
+            )
+        return 200, self.describe(), {"ETag": self.state.etag()}
+
+    async def _put_deployment(self, name: str, data: dict) -> tuple[int, dict, dict[str, str]]:
+        version = _version_of(str(data.get("model", "")), self.gov.model)
+        spec = DeploymentSpec(
+            name, f"models:/{self.gov.model}/{version}", version, int(data.get("instance_count", 1) or 1)
+        )
+        try:
+            after = with_deployment(self.state, spec)
+        except EndpointRuleError as exc:
+            raise ControlError(400, "invalid_change", str(exc)) from exc
+        existing = self.state.deployments.get(name)
+        if existing == spec:
+            return 200, self.pools[name].status(), {}
+        if existing and (self.state.traffic.get(name) or self.state.mirror.get(name)):
+            raise ControlError(409, "has_traffic", f"deployment {name!r} takes traffic: deploy to a new name instead")
+        info = await asyncio.to_thread(self.gov.registry.get_version, version)
+        if info.stage != "prod":
+            raise ControlError(
+                409, "not_prod", f"v{version} is tagged stage={info.stage}: only stage=prod versions may take traffic"
+            )
+        pool = await self._start_pool(spec)  # checks lineage before any process starts
+        old = self.pools.pop(name, None)
+        if old:
+            await old.stop()
+        self.pools[name] = pool
+        evidence = {"model": spec.model, "instance_count": spec.instance_count, "replaced": existing is not None}
+        subject = {"model": self.gov.model, "version": version, "endpoint": self.state.name, "deployment": name}
+        await self._commit(after, "deployment_created", subject, evidence)
+        return 201, pool.status(), {}
+
+    async def _delete_deployment(self, name: str) -> tuple[int, dict, dict[str, str]]:
+        try:
+            after = without_deployment(self.state, name)
+        except EndpointRuleError as exc:
+            raise ControlError(409, "has_traffic" if name in self.state.deployments else "not_found", str(exc)) from exc
+        spec = self.state.deployments[name]
+        subject = {
+            "model": self.gov.model,
+            "version": spec.model_version,
+            "endpoint": self.state.name,
+            "deployment": name,
+        }
+        await self._commit(after, "deployment_deleted", subject, {"model": spec.model})
+        pool = self.pools.pop(name, None)
+        if pool:
+            await pool.stop()
+        return 200, {"deleted": name}, {}
+
+    # --- helpers ----------------------------------------------------------------------------------
+
+    async def _start_pool(self, spec: DeploymentSpec) -> DeploymentPool:
+        try:
+            model_dir = await asyncio.to_thread(self.gov.check_lineage, spec.model_version, self.folder / "models")
+        except (LineageError, RegistryError) as exc:
+            raise ControlError(409, "lineage", f"deployment {spec.name!r}: {exc}") from exc
+        pool = DeploymentPool(spec.name, spec.model_version, model_dir, spec.instance_count, self.socket_dir)
+        await pool.start()
+        return pool
+
+    async def _commit(self, after: EndpointState, kind: str, subject: dict, evidence: dict) -> None:
+        """Ledger entry first (the commit point), then the saved state."""
+        await asyncio.to_thread(self.gov.ledger.append, kind, subject=subject, evidence=evidence, actor=self.gov.actor)
+        _atomic_write(self.folder / "endpoint.json", json.dumps(after.to_dict(), indent=2))
+        self.state = after
+
+
+def _version_of(model: str, registered: str) -> str:
+    """A version number from ``models:/<name>/<n>``, ``azureml:<name>:<n>`` or ``<n>``; never a path."""
+    for prefix in (f"models:/{registered}/", f"azureml:{registered}:"):
+        if model.startswith(prefix):
+            model = model[len(prefix) :]
+            break
+    if not model.lstrip("v").isdigit():
+        raise ControlError(
+            400, "invalid_model", f"model must name a registry version (models:/{registered}/<n>), not {model!r}"
+        )
+    return model.lstrip("v")
+
+
+def _json(body: bytes) -> dict:
+    try:
+        data = json.loads(body or b"{}")
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ControlError(400, "invalid_json", "the body is not valid JSON") from exc
+    if not isinstance(data, dict):
+        raise ControlError(400, "invalid_json", "the body must be a JSON object")
+    return data
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)

@@ -1,0 +1,103 @@
+"""One worker process of a deployment: loads a verified model folder, answers ``/score`` and ``/health``.
+
+Started by the endpoint (``python -m nerops.serving.worker --uds PATH``) with its identity in
+environment variables, as an Azure ML deployment's scoring script learns it:
+``NEROPS_MODEL_DIR``, ``NEROPS_DEPLOYMENT``, ``NEROPS_MODEL_VERSION``. It listens on a Unix
+socket that only the endpoint talks to. Scoring answers carry a header ``x-nerops-signals``
+(counts only, never text) that the endpoint turns into model-signal telemetry and strips.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+from nerops.serving.scoring import Limits, ScoringError, parse_request, score
+
+SIGNALS_HEADER = b"x-nerops-signals"
+
+
+class WorkerApp:
+    """A bare ASGI app: the scoring path is short and runs once per request."""
+
+    def __init__(self, predictor, *, deployment: str, model_version: str, limits: Limits = Limits()) -> None:
+        self.predictor = predictor
+        self.deployment = deployment
+        self.model_version = model_version
+        self.limits = limits
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        path, method = scope["path"], scope["method"]
+        if path == "/health":
+            await _send_json(
+                send, 200, {"status": "ready", "deployment": self.deployment, "model_version": self.model_version}
+            )
+            return
+        if path != "/score":
+            await _send_json(send, 404, {"error": {"code": "not_found", "message": f"no route {path}"}})
+            return
+        if method != "POST":
+            await _send_json(send, 405, {"error": {"code": "method_not_allowed", "message": "use POST"}})
+            return
+        body = await _read_body(receive)
+        headers = dict(scope["headers"])
+        content_type = headers.get(b"content-type", b"").decode("latin-1")
+        try:
+            texts, batch = parse_request(body, content_type, self.limits)
+            scored = score(texts, batch, self.predictor, model_version=self.model_version, deployment=self.deployment)
+        except ScoringError as exc:
+            await _send_json(send, exc.status, exc.body())
+            return
+        signals = [[s.input_chars, s.entities, s.entities_per_label] for s in scored.signals]
+        await _send_json(send, 200, scored.payload, [(SIGNALS_HEADER, json.dumps(signals).encode())])
+
+
+async def _read_body(receive) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
+async def _send_json(send, status: int, payload: object, extra: list[tuple[bytes, bytes]] | None = None) -> None:
+    body = json.dumps(payload, ensure_ascii=False).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers + (extra or [])})
+    await send({"type": "http.response.body", "body": body})
+
+
+def main() -> None:
+    import uvicorn
+
+    from nerops.model.pipeline import Extractor
+
+    parser = argparse.ArgumentParser(description="A nerops deployment worker (started by the endpoint).")
+    parser.add_argument("--uds", required=True, help="Unix socket to listen on")
+    args = parser.parse_args()
+    extractor = Extractor.load(os.environ["NEROPS_MODEL_DIR"])
+    extractor.predict("warm up  Jane Example  jane@example.com")
+    limits = Limits(max_body_bytes=int(os.environ.get("NEROPS_MAX_BODY_BYTES", Limits.max_body_bytes)))
+    app = WorkerApp(
+        extractor,
+        deployment=os.environ["NEROPS_DEPLOYMENT"],
+        model_version=os.environ["NEROPS_MODEL_VERSION"],
+        limits=limits,
+    )
+    uvicorn.run(
+        app, uds=args.uds, log_level="warning", access_log=False, lifespan="on", http="httptools", loop="uvloop"
+    )
+
+
+if __name__ == "__main__":
+    main()
