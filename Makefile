@@ -20,7 +20,7 @@ ifneq ($(wildcard $(SHARED_DATA)/dotin_545_cvs_train_v2.zip),)
 export NEROPS_DATA_DIR ?= $(SHARED_DATA)
 endif
 
-.PHONY: demo test bench lint install ui mlflow-ui clean-state
+.PHONY: demo test bench lint install ui mlflow-ui endpoint clean-state
 
 demo: $(STAMP)
 	@mkdir -p $(PREFECT_HOME)
@@ -31,6 +31,10 @@ ui: $(STAMP)
 	@mkdir -p $(PREFECT_HOME)
 	@echo "Prefect UI on http://127.0.0.1:4200 (Ctrl-C to stop)"
 	$(BIN)/prefect server start --host 127.0.0.1 --port 4200 --analytics-off
+
+# The local online endpoint in the foreground, with the deployments and traffic the demo left.
+endpoint: $(STAMP)
+	$(BIN)/nerops endpoint serve
 
 # The MLflow UI on the registry in the state folder.
 mlflow-ui: $(STAMP)

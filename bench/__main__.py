@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import sys
 
-from bench import quality
+from bench import alert_queries, quality, serving
 
-BENCHMARKS = {"quality": quality.main}
+BENCHMARKS = {"quality": quality.main, "serving": serving.main, "alert_queries": alert_queries.main}
 
 
 def main(argv: list[str]) -> int:

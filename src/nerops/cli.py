@@ -304,5 +304,33 @@ def traffic(count: int, concurrency: int, rate: float | None, deployment: str | 
     click.echo(report.summary())
 
 
+@main.command()
+@click.option("--rules", "rules_path", type=click.Path(path_type=Path), default=None, help="Rules file.")
+@click.option("--deployment", "deployments", multiple=True, help="Only these deployments.")
+@click.option("--verbose", is_flag=True, help="Show each rule's query and every step.")
+def alerts(rules_path: Path | None, deployments: tuple[str, ...], verbose: bool) -> None:
+    """Evaluate the alert rules on the telemetry store now: firing / ok / no_data / error, with evidence."""
+    import time as clock
+
+    from nerops.telemetry import TelemetryStore
+    from nerops.telemetry.alerts import evaluate, format_results, load_rules
+
+    rules = load_rules(rules_path)
+    with TelemetryStore(get_settings().state / "telemetry" / "telemetry.db") as store:
+        results = evaluate(rules, store, now=clock.time(), deployments=list(deployments) or None)
+    click.echo(format_results(results, verbose=verbose))
+
+
+@main.command()
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="HTML file (default: in the state folder).")
+@click.option("--hours", type=float, default=1.0, show_default=True, help="How far back to plot.")
+@click.option("--name", default="resume-ner", show_default=True, help="Endpoint name (page title).")
+def dashboard(out: Path | None, hours: float, name: str) -> None:
+    """Write the monitoring dashboard: one self-contained HTML page of plots per deployment."""
+    from nerops.reporting import write_monitoring_dashboard
+
+    click.echo(str(write_monitoring_dashboard(get_settings(), out=out, hours=hours, endpoint=name)))
+
+
 if __name__ == "__main__":
     main()

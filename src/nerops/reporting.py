@@ -204,3 +204,22 @@ def describe_lineage(gov, ref: str) -> str:
     for entry in gov.ledger.find(model=gov.model, version=version):
         lines.append("    " + describe_entry(entry))
     return "\n".join(lines)
+
+
+def write_monitoring_dashboard(
+    settings: Settings, *, out: Path | None = None, hours: float = 1.0, endpoint: str = "resume-ner"
+) -> Path:
+    """The dashboard page with the alert rules' current state under the plots."""
+    import time
+
+    from nerops.dashboard import write_dashboard
+    from nerops.ledger import Ledger
+    from nerops.telemetry import TelemetryStore
+    from nerops.telemetry.alerts import evaluate, format_results, load_rules
+
+    store_path = settings.state / "telemetry" / "telemetry.db"
+    with TelemetryStore(store_path) as store:
+        alerts_text = format_results(evaluate(load_rules(), store, now=time.time()))
+    entries = Ledger(settings.ledger_path).entries() if settings.ledger_path.exists() else []
+    out = out or settings.state / "dashboard" / "index.html"
+    return write_dashboard(store_path, entries, out, endpoint=endpoint, hours=hours, alerts_text=alerts_text)

@@ -1,0 +1,240 @@
+"""Serving benchmarks, measured side by side in one run on the same machine and the same model version.
+
+(a) ``telemetry``: the scoring path (validate, predict, summarise) with telemetry on against off,
+    interleaved in rounds over the same CVs; the ratio is what monitoring costs in throughput.
+(b) ``throughput``: the local endpoint at concurrency 1, 4 and 8 against in-process prediction of
+    the same texts and against ``mlflow models serve`` of the same registered version.
+
+Writes bench/results/serving.json and prints tables with the ratios.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+from rich.console import Console
+from rich.table import Table
+
+RESULTS = Path(__file__).parent / "results" / "serving.json"
+CONCURRENCY = (1, 4, 8)
+REQUESTS = 240
+console = Console()
+
+
+def _prepare(state: Path) -> tuple[str, list[str]]:
+    """Train the quick model into a fresh registry, gate and promote it: the version every server serves."""
+    os.environ["NEROPS_STATE_DIR"] = str(state)
+    from nerops import lifecycle
+    from nerops.dataset import load_dataset
+    from nerops.settings import get_settings
+
+    console.print("training and registering the quick model ...")
+    training = lifecycle.train_candidate("quick")
+    evaluation = lifecycle.evaluate_candidate(training["model_dir"])
+    version = lifecycle.register_candidate(training["model_dir"], training, evaluation)
+    assert lifecycle.gate_version(version)["passed"]
+    lifecycle.promote_version(version, "benchmark")
+    texts = [doc.text for doc in load_dataset(get_settings()).test]
+    return version, texts
+
+
+def bench_telemetry(version: str, texts: list[str], rounds: int = 5) -> dict[str, object]:
+    from nerops.lifecycle import open_governance
+    from nerops.serving.scoring import parse_request, score
+    from nerops.settings import get_settings
+    from nerops.telemetry import RequestRecord, local_telemetry
+
+    extractor = open_governance().load(version)
+    bodies = [json.dumps({"text": text}).encode() for text in texts]
+    telemetry = local_telemetry(
+        get_settings().state / "telemetry" / "bench.db", endpoint="bench", export_interval_s=1.0
+    )
+
+    def once(measure: bool) -> float:
+        started = time.perf_counter()
+        for body in bodies:
+            t0 = time.perf_counter()
+            texts_, batch = parse_request(body, "application/json")
+            scored = score(texts_, batch, extractor, model_version=version, deployment="blue")
+            if measure:
+                telemetry.record_request(
+                    RequestRecord("bench", "blue", version, 200, 1000 * (time.perf_counter() - t0))
+                )
+                telemetry.record_documents(deployment="blue", model_version=version, documents=scored.signals)
+        return len(bodies) / (time.perf_counter() - started)
+
+    once(True)  # warm up both paths
+    on, off = [], []
+    for i in range(rounds):
+        for measure in (True, False) if i % 2 else (False, True):
+            (on if measure else off).append(once(measure))
+    telemetry.shutdown()
+    ratio = statistics.median(on) / statistics.median(off)
+    return {
+        "documents_per_round": len(bodies),
+        "rounds": rounds,
+        "telemetry_on_per_s": round(statistics.median(on), 2),
+        "telemetry_off_per_s": round(statistics.median(off), 2),
+        "ratio_on_over_off": round(ratio, 4),
+        "cost_percent": round(100 * (1 - ratio), 2),
+        "target_cost_percent_at_most": 1.0,
+    }
+
+
+def bench_in_process(version: str, texts: list[str], seconds: float = 10.0) -> float:
+    from nerops.lifecycle import open_governance
+
+    extractor = open_governance().load(version)
+    done, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        extractor.predict(texts[done % len(texts)])
+        done += 1
+    return done / (time.perf_counter() - started)
+
+
+async def _load(url: str, make_body, texts: list[str], *, concurrency: int, requests: int, headers: dict) -> float:
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(requests):
+        queue.put_nowait(i)
+    failures = 0
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        nonlocal failures
+        while not queue.empty():
+            i = queue.get_nowait()
+            response = await client.post(url, json=make_body(texts[i % len(texts)]), headers=headers)
+            failures += response.status_code != 200
+
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(timeout=120, limits=limits) as client:
+        await client.post(url, json=make_body(texts[0]), headers=headers)  # warm up
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    if failures:
+        raise RuntimeError(f"{failures} of {requests} requests to {url} failed")
+    return requests / elapsed
+
+
+def _serve_mlflow(version: str, port: int) -> subprocess.Popen:
+    from nerops.settings import get_settings
+
+    settings = get_settings()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": settings.tracking_uri, "MLFLOW_REGISTRY_URI": settings.tracking_uri}
+    mlflow = Path(sys.executable).with_name("mlflow")
+    return subprocess.Popen(
+        [str(mlflow), "models", "serve", "-m", f"models:/{settings.registered_model}/{version}",
+         "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+
+
+def _wait(url: str, seconds: float = 180) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"{url} did not come up")
+
+
+def bench_throughput(version: str, texts: list[str]) -> dict[str, object]:
+    from nerops.serving.client import LocalEndpoint, free_port
+    from nerops.settings import get_settings
+
+    in_process = bench_in_process(version, texts)
+    console.print(f"in-process prediction: {in_process:.1f} CVs/s")
+    results: dict[str, dict[int, float]] = {"endpoint": {}, "mlflow_serve": {}}
+
+    endpoint = LocalEndpoint.start(get_settings(), "bench")
+    try:
+        client = endpoint.client()
+        client.create_deployment("blue", version, instance_count=os.cpu_count() or 2)
+        client.set_traffic({"blue": 100})
+        for c in CONCURRENCY:
+            results["endpoint"][c] = asyncio.run(
+                _load(f"{endpoint.url}/score", lambda t: {"text": t}, texts, concurrency=c, requests=REQUESTS,
+                      headers={"Authorization": f"Bearer {endpoint.key}"})
+            )  # fmt: skip
+            console.print(f"endpoint, concurrency {c}: {results['endpoint'][c]:.1f} requests/s")
+    finally:
+        endpoint.stop()
+
+    port = free_port()
+    server = _serve_mlflow(version, port)
+    try:
+        _wait(f"http://127.0.0.1:{port}/ping")
+        for c in CONCURRENCY:
+            results["mlflow_serve"][c] = asyncio.run(
+                _load(f"http://127.0.0.1:{port}/invocations",
+                      lambda t: {"dataframe_split": {"columns": ["text"], "data": [[t]]}}, texts, concurrency=c,
+                      requests=REQUESTS, headers={})
+            )  # fmt: skip
+            console.print(f"mlflow models serve, concurrency {c}: {results['mlflow_serve'][c]:.1f} requests/s")
+    finally:
+        server.terminate()
+        server.wait(30)
+    return {
+        "requests_per_measurement": REQUESTS,
+        "in_process_per_s": round(in_process, 2),
+        "endpoint_per_s": {c: round(v, 2) for c, v in results["endpoint"].items()},
+        "mlflow_serve_per_s": {c: round(v, 2) for c, v in results["mlflow_serve"].items()},
+        "endpoint_over_mlflow": {c: round(results["endpoint"][c] / results["mlflow_serve"][c], 2) for c in CONCURRENCY},
+        "endpoint_over_in_process": {c: round(results["endpoint"][c] / in_process, 2) for c in CONCURRENCY},
+        "target_endpoint_over_mlflow_at_8": 1.5,
+    }
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory(prefix="nerops-bench-") as tmp:
+        version, texts = _prepare(Path(tmp))
+        telemetry = bench_telemetry(version, texts)
+        throughput = bench_throughput(version, texts)
+    report = {
+        "benchmark": "serving",
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "telemetry": telemetry,
+        "throughput": throughput,
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+
+    table = Table(title="(a) scoring path, telemetry on vs off (CVs/s, median of interleaved rounds)")
+    for column in ("telemetry on", "telemetry off", "on / off", "cost", "target"):
+        table.add_column(column)
+    table.add_row(
+        f"{telemetry['telemetry_on_per_s']:.1f}", f"{telemetry['telemetry_off_per_s']:.1f}",
+        f"{telemetry['ratio_on_over_off']:.4f}", f"{telemetry['cost_percent']:.2f} %", "<= 1 %",
+    )  # fmt: skip
+    console.print(table)
+    table = Table(title=f"(b) throughput (requests/s; one CV per request; {os.cpu_count()} cores)")
+    for column in (
+        "concurrency",
+        "nerops endpoint",
+        "mlflow models serve",
+        "endpoint / mlflow",
+        "endpoint / in-process",
+    ):
+        table.add_column(column)
+    for c in CONCURRENCY:
+        table.add_row(
+            str(c), f"{throughput['endpoint_per_s'][c]:.1f}", f"{throughput['mlflow_serve_per_s'][c]:.1f}",
+            f"{throughput['endpoint_over_mlflow'][c]:.2f}", f"{throughput['endpoint_over_in_process'][c]:.2f}",
+        )  # fmt: skip
+    console.print(table)
+    console.print(f"in-process prediction, one loop: {throughput['in_process_per_s']:.1f} CVs/s; written: {RESULTS}")
