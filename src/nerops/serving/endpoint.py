@@ -52,23 +52,20 @@ class ScoringRoute:
         self.limits = limits
         self._picker: WeightedPicker | None = None
         self._mirror: MirrorPicker | None = None
-        self._etag = ""
+        self._state = None
         self._background: set[asyncio.Task] = set()
 
     def _pickers(self) -> tuple[WeightedPicker, MirrorPicker]:
-        state = self.controller.state
-        if self._picker is None or self._etag != state.etag():
-            self._picker, self._mirror, self._etag = (
-                WeightedPicker(state.traffic),
-                MirrorPicker(state.mirror),
-                state.etag(),
-            )
+        state = self.controller.state  # immutable, replaced on every change: identity tells a change
+        if self._picker is None or self._state is not state:
+            self._picker, self._mirror, self._state = WeightedPicker(state.traffic), MirrorPicker(state.mirror), state
         return self._picker, self._mirror
 
     async def handle(self, request: Request) -> Response:
         started = time.perf_counter()
         if not self.controller.keys.check(request.headers.get("authorization")):
-            return error(401, "unauthorized", "missing or wrong key: send 'Authorization: Bearer <key>'")
+            unauthorized = error(401, "unauthorized", "missing or wrong key: send 'Authorization: Bearer <key>'")
+            return self._record(unauthorized, "", started)
         pinned = request.headers.get(PIN_HEADER)
         picker, mirror = self._pickers()
         name = pinned or picker.pick()
