@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -224,6 +225,41 @@ def test_kill_9_of_one_deployment_worker(endpoint: LocalEndpoint):
     failed = [code for code in results["green"] if code != 200]
     assert failed and set(failed) <= {502, 503, 504}, "the dead worker's requests failed as server errors"
     assert results["green"][-1] == 200, "green serves again after the restart"
+
+
+def test_a_hung_worker_is_killed_and_restarted_while_the_other_deployment_serves(endpoint: LocalEndpoint):
+    client = endpoint.client()
+    victim = client.deployment("green")["workers"][0]
+    os.kill(victim["pid"], signal.SIGSTOP)  # hangs: alive, but answers nothing
+    codes: dict[str, list[int]] = {"blue": [], "green": []}
+
+    def call(name: str) -> None:
+        with httpx.Client(base_url=endpoint.url, timeout=60) as http:
+            headers = {"Authorization": f"Bearer {endpoint.key}", "azureml-model-deployment": name}
+            codes[name].append(
+                http.post("/score", json={"text": "Ann Lee ann@example.com"}, headers=headers).status_code
+            )
+
+    stuck = threading.Thread(target=call, args=("green",))
+    stuck.start()
+    try:
+        deadline = time.time() + 45
+        while time.time() < deadline:
+            call("blue")
+            status = client.deployment("green")["workers"][0]
+            if status["pid"] != victim["pid"] and status["alive"]:
+                break
+            time.sleep(0.3)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(victim["pid"], signal.SIGCONT)
+    stuck.join(60)
+    status = client.deployment("green")["workers"][0]
+    assert status["pid"] != victim["pid"] and status["alive"], "the hung worker was replaced"
+    assert set(codes["blue"]) == {200} and len(codes["blue"]) > 3
+    assert codes["green"] and codes["green"][0] in (502, 504), "the request caught in the hang failed as a server error"
+    call("green")
+    assert codes["green"][-1] == 200
 
 
 def test_schemathesis_finds_no_server_error(endpoint: LocalEndpoint, tmp_path: Path):
