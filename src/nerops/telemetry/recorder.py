@@ -8,18 +8,21 @@ Two kinds of signal, kept apart from the instrument up to the store's tables:
   telemetry.
 
 Every point carries ``endpoint``, ``deployment``, ``model_version`` and ``mirrored`` ("true" for shadow
-copies whose response was discarded). Recording costs a few microseconds per call (a dictionary lookup
-and OpenTelemetry's in-memory aggregation); export happens on the reader's own thread.
+copies whose response was discarded). Recording is cheap: histograms go to OpenTelemetry's in-memory
+aggregation; counters are running totals (a locked dict increment) that OpenTelemetry reads as
+observable counters when it collects. Export happens on the reader's own thread.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from opentelemetry.metrics import MeterProvider
+from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
 from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter
 from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
 from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
@@ -41,6 +44,15 @@ from nerops.telemetry.metrics import (
 from nerops.telemetry.store import DEFAULT_RETENTION_DAYS, TelemetryStore
 
 log = logging.getLogger("nerops.telemetry")
+
+COUNTERS = (
+    REQUEST_COUNT,
+    CLIENT_ERROR_COUNT,
+    SERVER_ERROR_COUNT,
+    DOCUMENT_COUNT,
+    EMPTY_PREDICTION_COUNT,
+    ENTITIES_PER_LABEL,
+)
 
 METER_NAME = "nerops.telemetry"
 _MAX_CACHED_ATTRIBUTE_SETS = 4096
@@ -88,18 +100,21 @@ class Telemetry:
 
         def counter(name: str):
             spec = METRICS[name]
-            return meter.create_counter(name, unit=spec.unit, description=spec.description)
+            return meter.create_observable_counter(
+                name, callbacks=[functools.partial(self._observe, name)], unit=spec.unit, description=spec.description
+            )
 
         self._latency = histogram(INFERENCE_LATENCY_MS)
-        self._requests = counter(REQUEST_COUNT)
-        self._client_errors = counter(CLIENT_ERROR_COUNT)
-        self._server_errors = counter(SERVER_ERROR_COUNT)
         self._entities = histogram(ENTITIES_DETECTED_COUNT)
-        self._per_label = counter(ENTITIES_PER_LABEL)
-        self._empty = counter(EMPTY_PREDICTION_COUNT)
-        self._documents = counter(DOCUMENT_COUNT)
         self._input_length = histogram(INPUT_LENGTH_CHARS)
+        # Counters are kept as plain running totals under a lock (a dict increment, well under a
+        # microsecond) and reported to OpenTelemetry as observable counters when the reader collects.
+        self._totals: dict[str, dict[tuple[str, ...], int]] = {name: {} for name in COUNTERS}
+        self._totals_lock = threading.Lock()
+        for name in COUNTERS:
+            counter(name)
         self._attribute_sets: dict[tuple[str, ...], dict[str, str]] = {}
+        self._counted_attributes: dict[tuple[str, ...], dict[str, str]] = {}
         self._failures = 0
         self._shut_down = False
 
@@ -115,6 +130,22 @@ class Telemetry:
             self._attribute_sets[key] = attributes
         return attributes
 
+    def _key(self, endpoint: str, deployment: str, model_version: str, mirrored: bool, label: str | None = None):
+        return (endpoint, deployment, model_version, "true" if mirrored else "false", label or "")
+
+    def _count(self, name: str, key: tuple[str, ...], value: int, label: str | None = None) -> None:
+        totals = self._totals[name]
+        with self._totals_lock:
+            if key not in totals:
+                self._counted_attributes.setdefault(key, self._attributes(*key[:3], key[3] == "true", label))
+                totals[key] = 0
+            totals[key] += value
+
+    def _observe(self, name: str, options: CallbackOptions) -> list[Observation]:
+        with self._totals_lock:
+            items = list(self._totals[name].items())
+        return [Observation(total, self._counted_attributes[key]) for key, total in items]
+
     def record_request(self, record: RequestRecord) -> None:
         """Latency and counts of one answered request (system metrics)."""
         try:
@@ -122,11 +153,12 @@ class Telemetry:
                 record.endpoint or self.endpoint, record.deployment, record.model_version, record.mirrored
             )
             self._latency.record(max(0.0, float(record.latency_ms)), attributes)
-            self._requests.add(1, attributes)
+            key = self._key(record.endpoint or self.endpoint, record.deployment, record.model_version, record.mirrored)
+            self._count(REQUEST_COUNT, key, 1)
             if 400 <= record.status < 500:
-                self._client_errors.add(1, attributes)
+                self._count(CLIENT_ERROR_COUNT, key, 1)
             elif record.status >= 500:
-                self._server_errors.add(1, attributes)
+                self._count(SERVER_ERROR_COUNT, key, 1)
         except Exception as exc:  # telemetry must never fail a request
             self._failed(exc)
 
@@ -153,11 +185,13 @@ class Telemetry:
                 for label, count in document.entities_per_label.items():
                     if count:
                         per_label[label] = per_label.get(label, 0) + count
-            self._documents.add(len(documents), attributes)
+            key = self._key(self.endpoint, deployment, model_version, mirrored)
+            self._count(DOCUMENT_COUNT, key, len(documents))
             if empty:
-                self._empty.add(empty, attributes)
+                self._count(EMPTY_PREDICTION_COUNT, key, empty)
             for label, count in per_label.items():
-                self._per_label.add(count, self._attributes(self.endpoint, deployment, model_version, mirrored, label))
+                labelled = self._key(self.endpoint, deployment, model_version, mirrored, label)
+                self._count(ENTITIES_PER_LABEL, labelled, count, label)
         except Exception as exc:  # telemetry must never fail a request
             self._failed(exc)
 
