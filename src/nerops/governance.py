@@ -18,7 +18,7 @@ from pathlib import Path
 
 from nerops.errors import LineageError, PromotionError, RegistryError
 from nerops.gate import GateResult
-from nerops.ledger import Head, Ledger
+from nerops.ledger import Head, Ledger, VerifyReport
 from nerops.model.pipeline import Extractor
 from nerops.registry import CHALLENGER, CHAMPION, STAGE_TAG, ModelRegistry, VersionInfo
 from nerops.registry.lineage import artifact_sha256, lineage_changes, lineage_tags
@@ -47,13 +47,13 @@ class RegistryAnchor:
 class GovernanceReport:
     """What ``nerops ledger verify`` prints: the chain's state plus registry/ledger agreement."""
 
-    ledger: object
+    ledger: VerifyReport
     orphans: list[str] = field(default_factory=list)
     drift: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return bool(getattr(self.ledger, "ok", False)) and not self.orphans and not self.drift
+        return self.ledger.ok and not self.orphans and not self.drift
 
     def describe(self) -> str:
         lines = [self.ledger.describe()]
@@ -300,7 +300,7 @@ class Governance:
         if expected["champion"] and self.registry.alias_version(CHAMPION) != expected["champion"]:
             self.registry.set_alias(CHAMPION, expected["champion"])
             actions.append(f"pointed alias champion at v{expected['champion']} (from the ledger)")
-        if any(p.kind == "anchor_behind" for p in getattr(self.verify().ledger, "problems", ())):
+        if any(p.kind == "anchor_behind" for p in self.ledger.verify().problems):
             self.ledger.reanchor()
             actions.append("re-anchored the ledger head in the registry")
         return actions

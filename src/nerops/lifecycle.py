@@ -15,7 +15,7 @@ from nerops.gate import GatePolicy
 from nerops.governance import Governance, RegistryAnchor
 from nerops.ledger import Ledger
 from nerops.model.config import get_config
-from nerops.model.pipeline import library_versions, train_model
+from nerops.model.pipeline import Progress, library_versions, train_model
 from nerops.registry import CHAMPION, get_registry
 from nerops.registry.lineage import git_commit
 from nerops.reporting import EVALUATION_FILE, evaluate_model
@@ -31,7 +31,11 @@ def open_governance(settings: Settings | None = None, *, actor: str | None = Non
 
 
 def train_candidate(
-    config_name: str, overrides: dict[str, object] | None = None, *, actor: str | None = None, progress=None
+    config_name: str,
+    overrides: dict[str, object] | None = None,
+    *,
+    actor: str | None = None,
+    progress: Progress | None = None,
 ) -> dict[str, object]:
     """Train a model on the training split; record the training in the ledger; return where it is."""
     settings = get_settings()
@@ -64,7 +68,7 @@ def evaluate_candidate(model_dir: str) -> dict[str, object]:
 
 
 def register_candidate(
-    model_dir: str, training: dict[str, object], evaluation: dict[str, object], *, actor=None
+    model_dir: str, training: dict[str, object], evaluation: dict[str, object], *, actor: str | None = None
 ) -> str:
     """Register a trained model folder as a new candidate version; returns the version number."""
     gov = open_governance(actor=actor)
