@@ -117,3 +117,25 @@ def test_data_command_with_a_tampered_local_copy_names_the_file(runner: CliRunne
     result = runner.invoke(main, ["data"])
     assert result.exit_code == 2
     assert "dotin_set_aside_test_v2_50cvs.zip" in result.stderr and "sha256" in result.stderr
+
+
+def test_alerts_and_dashboard_commands_on_synthetic_telemetry(runner: CliRunner, tmp_path: Path):
+    import time
+
+    from nerops.settings import get_settings
+    from nerops.telemetry import Point, TelemetryStore
+
+    now = time.time()
+    with TelemetryStore(get_settings().state / "telemetry" / "telemetry.db") as store:
+        store.write(
+            Point.counter(now - 60 * k, metric, value, endpoint="resume-ner", deployment="blue", model_version="1")
+            for k in range(1, 15)
+            for metric, value in (("request_count", 30), ("server_error_count", 6))
+        )
+    result = runner.invoke(main, ["alerts"])
+    assert result.exit_code == 0, result.output
+    assert "error-rate" in result.stdout and "firing" in result.stdout  # 20 % server errors for 14 minutes
+    out = tmp_path / "dash.html"
+    result = runner.invoke(main, ["dashboard", "--out", str(out), "--hours", "0.5"])
+    assert result.exit_code == 0 and out.read_text().count("<svg") == 5
+    assert "error-rate" in out.read_text()
