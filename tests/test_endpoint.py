@@ -290,3 +290,23 @@ def test_restart_comes_back_with_the_same_deployments_and_traffic(endpoint: Loca
         again.stop()
     saved = json.loads((state / "endpoints" / "test-ep" / "endpoint.json").read_text())
     assert saved["traffic"] == {"blue": 70, "green": 30}
+
+
+def test_a_deployment_whose_lineage_broke_stays_down_after_restart_while_the_other_serves(state: Path):
+    from nerops.lifecycle import open_governance
+
+    gov = open_governance()
+    model_id = gov.registry.client.get_model_version(gov.model, "2").source.split("/")[-1]
+    (stored,) = [p for p in (state / "mlflow").rglob("model.crfsuite") if model_id in str(p)]
+    data = bytearray(stored.read_bytes())
+    data[-10] ^= 0x01
+    stored.write_bytes(bytes(data))
+    again = LocalEndpoint.start(Settings(state_dir=state), "test-ep", export_interval=0.5)
+    try:
+        client = again.client()
+        assert "model artifacts changed" in client.endpoint()["down"]["green"]
+        green = client.score("Ann Lee", deployment="green")
+        assert green.status_code == 503 and green.json()["error"]["code"] == "deployment_down"
+        assert client.score("Ann Lee", deployment="blue").status_code == 200
+    finally:
+        again.stop()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -30,6 +31,8 @@ from nerops.serving.state import (
     with_traffic,
     without_deployment,
 )
+
+log = logging.getLogger("nerops.endpoint")
 
 
 class ControlError(NeropsError):
@@ -70,6 +73,7 @@ class EndpointController:
         self.gov = governance
         self.keys = EndpointKeys(folder / "keys.json")
         self.pools: dict[str, DeploymentPool] = {}
+        self.down: dict[str, str] = {}  # deployments that could not start, with why
         self.socket_dir = Path(tempfile.mkdtemp(prefix="nerops-sock-"))
         self._lock = asyncio.Lock()
 
@@ -81,9 +85,17 @@ class EndpointController:
         return cls(folder, state, governance)
 
     async def start(self) -> None:
-        """Bring back every saved deployment (lineage checked again) with its traffic."""
+        """Bring back every saved deployment (lineage checked again) with its traffic.
+
+        A deployment that cannot start (its lineage no longer checks out, say) stays down, with the
+        reason kept for its requests' 503 answers; the others serve.
+        """
         for spec in self.state.deployments.values():
-            self.pools[spec.name] = await self._start_pool(spec)
+            try:
+                self.pools[spec.name] = await self._start_pool(spec)
+            except (ControlError, RuntimeError, TimeoutError) as exc:
+                self.down[spec.name] = str(exc)
+                log.error("deployment %s stays down: %s", spec.name, exc)
 
     async def stop(self) -> None:
         await asyncio.gather(*(pool.stop() for pool in self.pools.values()))
@@ -117,6 +129,7 @@ class EndpointController:
             **self.state.to_dict(),
             "etag": self.state.etag(),
             "status": {name: pool.status() for name, pool in self.pools.items()},
+            "down": dict(self.down),
         }
 
     async def _put_endpoint(self, data: dict, if_match: str | None) -> tuple[int, dict, dict[str, str]]:
@@ -166,6 +179,7 @@ class EndpointController:
         if old:
             await old.stop()
         self.pools[name] = pool
+        self.down.pop(name, None)
         evidence = {"model": spec.model, "instance_count": spec.instance_count, "replaced": existing is not None}
         subject = {"model": self.gov.model, "version": version, "endpoint": self.state.name, "deployment": name}
         await self._commit(after, "deployment_created", subject, evidence)

@@ -72,6 +72,9 @@ class ScoringRoute:
         if name is None:
             return self._record(error(503, "no_traffic", "no deployment takes traffic"), "", started)
         pool = self.controller.pools.get(name)
+        if pool is None and name in self.controller.down:
+            down = error(503, "deployment_down", f"deployment {name!r} is down: {self.controller.down[name]}")
+            return self._record(down, name, started)
         if pool is None:
             return self._record(error(404, "unknown_deployment", f"no deployment named {name!r}"), "", started)
         try:
