@@ -1,15 +1,29 @@
-"""Token features for the CRF: word form, shape, affixes, line layout, CV section, context.
+"""Token features for the CRF: word form, shape, affixes, line layout, CV section, context, gazetteer.
 
 A CV's newlines were collapsed into double spaces, so a whitespace token marks a line break;
 whitespace tokens are not tagged, they only feed the ``bol``/``eol`` features of their
 neighbours. Features are strings (``"lower=java"``), as python-crfsuite takes them.
+
+Two optional groups:
+
+- line features: the layout of the line a token is on (length, case, years, end punctuation,
+  the token's place in it, the length of the lines around it);
+- gazetteer features: whether the token, or a phrase of up to :data:`MAX_PHRASE` tokens
+  starting or going on at it, was an entity of label X in the training data, with how often
+  that phrase was labelled X when it occurred (a bucket). A :class:`Gazetteer` is built from
+  training documents; :func:`cross_gazetteers` gives each training document one built from the
+  other folds only, so the CRF learns how far to trust the gazetteer on unseen text.
 """
 
 from __future__ import annotations
 
+import random
 import re
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from typing import Any
 
-from spacy.tokens import Doc, Token
+from spacy.tokens import Doc, Span, Token
 
 SECTION_WORDS: dict[str, str] = {
     "education": "education",
@@ -46,6 +60,11 @@ SECTION_WORDS: dict[str, str] = {
 }
 
 _YEAR = re.compile(r"^(19|20)\d\d$")
+_DIGIT = re.compile(r"\d")
+_RANGE_WORDS = frozenset({"-", "–", "—", "to", "till", "until"})
+
+MAX_PHRASE = 6
+"""Longest gazetteer phrase, in tokens."""
 
 
 def content_tokens(doc: Doc) -> list[Token]:
@@ -53,15 +72,24 @@ def content_tokens(doc: Doc) -> list[Token]:
     return [token for token in doc if not token.is_space]
 
 
-def doc_features(doc: Doc, window: int = 2) -> list[list[str]]:
+def doc_features(
+    doc: Doc, window: int = 2, *, gazetteer: Gazetteer | None = None, line_features: bool = False
+) -> list[list[str]]:
     """One feature list per content token of ``doc``."""
     tokens = content_tokens(doc)
     n = len(tokens)
     base = [_token_features(doc, token) for token in tokens]
     sections = _sections(doc, tokens)
+    extra: list[list[str]] = [[] for _ in tokens]
+    if gazetteer is not None:
+        for feats, gazetteer_feats in zip(extra, gazetteer.features(tokens), strict=True):
+            feats += gazetteer_feats
+    if line_features:
+        for feats, layout_feats in zip(extra, _line_features(doc, tokens), strict=True):
+            feats += layout_feats
     out: list[list[str]] = []
     for i, token in enumerate(tokens):
-        feats = ["bias", *base[i], f"sec={sections[i]}", f"pos={_position_bucket(i, n)}"]
+        feats = ["bias", *base[i], f"sec={sections[i]}", f"pos={_position_bucket(i, n)}", *extra[i]]
         for offset in range(-window, window + 1):
             if offset == 0:
                 continue
@@ -150,3 +178,163 @@ def _position_bucket(index: int, n: int) -> str:
     if index < 40:
         return "first40"
     return f"tenth{int(10 * index / max(n, 1))}"
+
+
+# --- line layout ---------------------------------------------------------------------------
+
+
+def _starts_line(doc: Doc, token: Token) -> bool:
+    return token.i == 0 or doc[token.i - 1].is_space
+
+
+def _length_bucket(n: int) -> str:
+    if n <= 4:
+        return str(n)
+    if n <= 6:
+        return "5-6"
+    if n <= 10:
+        return "7-10"
+    return "11-20" if n <= 20 else "21+"
+
+
+def _line_features(doc: Doc, tokens: list[Token]) -> list[list[str]]:
+    """Features of each token's line: its shape and the token's place in it, and the lines around it."""
+    lines: list[list[int]] = []
+    for i, token in enumerate(tokens):
+        if not lines or _starts_line(doc, token):
+            lines.append([])
+        lines[-1].append(i)
+    described = [_describe_line([tokens[i] for i in line]) for line in lines]
+    out: list[list[str]] = []
+    for number, line in enumerate(lines):
+        before = f"pll={_length_bucket(len(lines[number - 1]))}" if number else "pl=none"
+        shared = [*described[number], before]
+        if number + 1 < len(lines):
+            shared.append(f"nll={_length_bucket(len(lines[number + 1]))}")
+        if number < 3:
+            shared.append(f"line{number}")
+        for i in line:
+            out.append([*shared, f"lpos={min(i - line[0], 4)}", f"lrpos={min(line[-1] - i, 2)}"])
+    return out
+
+
+def _describe_line(line: list[Token]) -> list[str]:
+    feats = [f"ll={_length_bucket(len(line))}"]
+    words = [token for token in line if token.is_alpha]
+    if words and all(token.is_upper for token in words):
+        feats.append("lupper")
+    elif words and all(token.is_title or token.is_stop for token in words):
+        feats.append("ltitle")
+    has_year = any(_YEAR.match(token.text) for token in line)
+    if has_year:
+        feats.append("lyear")
+    if any(token.like_num for token in line):
+        feats.append("ldigit")
+    if line[-1].text in (".", ":", ",", ";"):
+        feats.append(f"lend={line[-1].text}")
+    if any(token.text == "," for token in line):
+        feats.append("lcomma")
+    if has_year and any(token.lower_ in _RANGE_WORDS for token in line):
+        feats.append("lrange")
+    return feats
+
+
+# --- gazetteer -----------------------------------------------------------------------------
+
+
+def normalise(text: str) -> str:
+    """The gazetteer's key for a token: lower case, every digit a ``0``."""
+    return _DIGIT.sub("0", text.lower())
+
+
+def _ratio_bucket(ratio: float) -> str:
+    if ratio >= 0.7:
+        return "h"
+    if ratio >= 0.4:
+        return "m"
+    return "l" if ratio >= 0.15 else "v"
+
+
+class Gazetteer:
+    """Entity phrases and entity words of the training data, per label, with how often they occur.
+
+    ``phrases`` maps a phrase (normalised tokens joined by a space) to ``{label: times labelled,
+    "": times it occurs in the text}``; ``words`` does the same for single tokens that were part
+    of an entity of that label.
+    """
+
+    def __init__(self, phrases: dict[str, dict[str, int]], words: dict[str, dict[str, int]]) -> None:
+        self.phrases = phrases
+        self.words = words
+        self._keys = {tuple(phrase.split(" ")): counts for phrase, counts in phrases.items()}
+
+    @classmethod
+    def build(cls, docs: Sequence[tuple[Doc, Sequence[Span]]]) -> Gazetteer:
+        """From documents with their gold entity spans."""
+        phrases: dict[tuple[str, ...], Counter[str]] = defaultdict(Counter)
+        words: dict[str, Counter[str]] = defaultdict(Counter)
+        for _, spans in docs:
+            for span in spans:
+                key = tuple(normalise(token.text) for token in span if not token.is_space)
+                if 0 < len(key) <= MAX_PHRASE:
+                    phrases[key][span.label_] += 1
+                for word in key:
+                    words[word][span.label_] += 1
+        for doc, _ in docs:
+            keys = [normalise(token.text) for token in content_tokens(doc)]
+            for i, word in enumerate(keys):
+                if word in words:
+                    words[word][""] += 1
+                for end in range(i + 1, min(i + MAX_PHRASE, len(keys)) + 1):
+                    phrase = tuple(keys[i:end])
+                    if phrase in phrases:
+                        phrases[phrase][""] += 1
+        return cls(
+            {" ".join(key): dict(counts) for key, counts in phrases.items()},
+            {word: dict(counts) for word, counts in words.items()},
+        )
+
+    def to_dict(self) -> dict[str, object]:
+        return {"max_phrase": MAX_PHRASE, "phrases": self.phrases, "words": self.words}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Gazetteer:
+        """The inverse of :meth:`to_dict` (for example after a JSON round trip)."""
+        return cls(data["phrases"], data["words"])
+
+    def features(self, tokens: list[Token]) -> list[list[str]]:
+        """Per token: ``gB:<label>:<bucket>`` where a known phrase starts, ``gI:…`` inside one,
+        ``gt:<label>:<bucket>`` for a known entity word."""
+        keys = [normalise(token.text) for token in tokens]
+        n = len(keys)
+        out: list[set[str]] = [set() for _ in range(n)]
+        for i in range(n):
+            for end in range(i + 1, min(i + MAX_PHRASE, n) + 1):
+                counts = self._keys.get(tuple(keys[i:end]))
+                if counts is None:
+                    continue
+                for label, bucket in _labelled(counts):
+                    out[i].add(f"gB:{label}:{bucket}")
+                    for j in range(i + 1, end):
+                        out[j].add(f"gI:{label}:{bucket}")
+            counts = self.words.get(keys[i])
+            if counts is not None:
+                out[i].update(f"gt:{label}:{bucket}" for label, bucket in _labelled(counts))
+        return [sorted(feats) for feats in out]
+
+
+def _labelled(counts: dict[str, int]) -> list[tuple[str, str]]:
+    """``(label, ratio bucket)`` for each label of a gazetteer entry."""
+    occurrences = max(counts.get("", 1), 1)
+    return [(label, _ratio_bucket(count / occurrences)) for label, count in counts.items() if label]
+
+
+def cross_gazetteers(docs: Sequence[tuple[Doc, Sequence[Span]]], folds: int, seed: int = 0) -> list[Gazetteer]:
+    """For each training document, a gazetteer built from the documents of the other folds."""
+    order = list(range(len(docs)))
+    random.Random(seed).shuffle(order)
+    fold_of = {index: rank % folds for rank, index in enumerate(order)}
+    per_fold = [
+        Gazetteer.build([doc for index, doc in enumerate(docs) if fold_of[index] != fold]) for fold in range(folds)
+    ]
+    return [per_fold[fold_of[index]] for index in range(len(docs))]

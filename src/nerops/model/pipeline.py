@@ -27,7 +27,7 @@ from nerops.errors import ModelError
 from nerops.evaluation import score
 from nerops.model import components
 from nerops.model.config import TrainConfig
-from nerops.model.features import doc_features
+from nerops.model.features import Gazetteer, cross_gazetteers, doc_features
 
 Progress = Callable[[str, int, int], None]
 """``progress(phase, done, total)``: called as training goes."""
@@ -177,10 +177,19 @@ def train_model(
 
     nlp = components.blank_pipeline()
     report = AlignmentReport()
+    aligned = [align(nlp, document, report) for document in docs]
+    gazetteer = Gazetteer.build(aligned) if config.gazetteer_folds else None
+    # each document sees a gazetteer built without it, as unseen text will at prediction time
+    doc_gazetteers = cross_gazetteers(aligned, config.gazetteer_folds, config.seed) if gazetteer else None
     trainer = _ProgressTrainer(progress, config.max_iterations)
-    for i, document in enumerate(docs, 1):
-        doc, spans = align(nlp, document, report)
-        trainer.append(doc_features(doc, config.window), components.bio_tags(doc, spans))
+    for i, (doc, spans) in enumerate(aligned, 1):
+        features = doc_features(
+            doc,
+            config.window,
+            gazetteer=doc_gazetteers[i - 1] if doc_gazetteers else None,
+            line_features=config.line_features,
+        )
+        trainer.append(features, components.bio_tags(doc, spans, config.tag_scheme))
         progress("features", i, len(docs))
     params: dict[str, object] = {"max_iterations": config.max_iterations, "feature.minfreq": config.min_feature_freq}
     if config.algorithm == "lbfgs":
@@ -194,8 +203,17 @@ def train_model(
     with tempfile.TemporaryDirectory() as tmp:
         crf_path = Path(tmp) / "model.crfsuite"
         trainer.train(str(crf_path))
-        crf = nlp.add_pipe("nerops_crf_ner", config={"window": config.window})
+        crf = nlp.add_pipe(
+            "nerops_crf_ner",
+            config={
+                "window": config.window,
+                "line_features": config.line_features,
+                "gazetteer": gazetteer is not None,
+            },
+        )
         crf.set_model(crf_path)
+        if gazetteer is not None:
+            crf.set_gazetteer(gazetteer)
         nlp.add_pipe("nerops_contact_rules")
         if out_dir.exists():
             shutil.rmtree(out_dir)
