@@ -115,3 +115,32 @@ def test_train_fraction_uses_a_seeded_subset(synthetic_data, tmp_path: Path):
     docs = read_corpus(synthetic_data[0])
     meta = train_model(docs, get_config("quick", max_iterations=3, train_fraction=0.1), tmp_path / "m")
     assert meta["train_documents"] == 4
+
+
+@pytest.mark.parametrize("scheme", ["bio", "bilou"])
+def test_tags_and_spans_round_trip(scheme: str):
+    from nerops.model.components import bio_tags, blank_pipeline, spans_from_tags
+
+    nlp = blank_pipeline()
+    doc = nlp.make_doc("Ann Lee  Data Analyst at Acme  Python")
+    spans = [doc.char_span(0, 7, "Name"), doc.char_span(9, 21, "Designation"), doc.char_span(31, 37, "Tech Tools")]
+    tags = bio_tags(doc, spans, scheme)
+    if scheme == "bilou":
+        assert tags[:2] == ["B-Name", "L-Name"] and tags[-1] == "U-Tech Tools"
+    assert [(s.start_char, s.end_char, s.label_) for s in spans_from_tags(doc, tags)] == [
+        (s.start_char, s.end_char, s.label_) for s in spans
+    ]
+
+
+def test_full_style_features_train_save_and_load(synthetic_data, tmp_path: Path):
+    """BILOU tags, line features and a cross-fold gazetteer survive saving and loading."""
+    docs = read_corpus(synthetic_data[0])
+    config = get_config("full", max_iterations=15, gazetteer_folds=2)
+    assert config.tag_scheme == "bilou" and config.line_features
+    train_model(docs, config, tmp_path / "m")
+    assert (tmp_path / "m" / "pipeline" / "nerops_crf_ner" / "gazetteer.json").is_file()
+    extractor = Extractor.load(tmp_path / "m")
+    text = docs[0].text
+    found = {(e["start"], e["end"], e["label"]) for e in extractor.predict(text)}
+    gold = {(s.start, s.end, s.label) for s in docs[0].spans}
+    assert len(found & gold) >= len(gold) // 2
