@@ -209,6 +209,8 @@ def train_model(
                 "window": config.window,
                 "line_features": config.line_features,
                 "gazetteer": gazetteer is not None,
+                "o_penalty": config.o_penalty,
+                "propagate": list(config.propagate_labels),
             },
         )
         crf.set_model(crf_path)
