@@ -35,7 +35,12 @@ def texts(n: int = 40) -> list[str]:
 
 @pytest.fixture(scope="module")
 def state(
-    tmp_path_factory: pytest.TempPathFactory, tiny_model: Path, reseeded_model: Path, weak_model: Path, synthetic_data
+    tmp_path_factory: pytest.TempPathFactory,
+    tiny_model: Path,
+    reseeded_model: Path,
+    weak_model: Path,
+    synthetic_data,
+    synthetic_personal,
 ):
     """A state folder whose registry holds v1 and v2 (stage=prod) and v3 (a candidate)."""
     from nerops.data import read_corpus
@@ -52,7 +57,7 @@ def state(
             model, dataset_version="synthetic", config_hash="cfg", git_commit="abc", libraries={}, params={}, metrics={}
         ).version
         if model is not weak_model:
-            assert run_gate(gov, version, docs, POLICY, test_sha256="0" * 64)[0].passed
+            assert run_gate(gov, version, docs, POLICY, test_sha256="0" * 64, personal=synthetic_personal)[0].passed
             gov.promote(version, reason="test")
     yield folder
     mp.undo()

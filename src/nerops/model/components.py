@@ -19,13 +19,11 @@ from spacy.tokens import Doc, Span
 from spacy.util import filter_spans
 
 from nerops.model.features import Gazetteer, content_tokens, doc_features
+from nerops.model.personal import EMAIL, PHONE
 
 GAZETTEER_FILE = "gazetteer.json"
 PHONE_LABEL = "Phone"
 EMAIL_LABEL = "Email Address"
-
-_EMAIL = re.compile(r"(?<![\w.+-])[\w.+-]+@[\w-]+(?:\.[\w-]+)+(?<![.-])")
-_PHONE = re.compile(r"(?<![\w+])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{2,4}\)\s?|\d{2,4}[\s.-])\d{3,4}[\s.-]?\d{3,4}(?![\w])")
 
 _EXTRA_INFIXES = (r"[/|•·]", r"(?<=[\w)]),(?=\S)", r"(?<=\w)[()](?=\w)")
 
@@ -278,8 +276,8 @@ def make_crf_ner(
 @Language.component("nerops_contact_rules")
 def contact_rules(doc: Doc) -> Doc:
     """E-mail and phone by pattern: an e-mail replaces what overlaps it; a phone only fills gaps."""
-    emails = _matches(doc, _EMAIL, EMAIL_LABEL)
-    phones = _matches(doc, _PHONE, PHONE_LABEL)
+    emails = _matches(doc, EMAIL, EMAIL_LABEL)
+    phones = _matches(doc, PHONE, PHONE_LABEL)
     kept = [ent for ent in doc.ents if ent.label_ != EMAIL_LABEL and not _overlaps(ent, emails)]
     kept += emails
     kept += [phone for phone in phones if not _overlaps(phone, kept)]
