@@ -48,9 +48,10 @@ def _planted_cv(rng: random.Random, index: int) -> tuple[str, dict[str, str]]:
         "phone": f"+44 20 7946 {1000 + index}",
         "url": f"https://www.linkedin.com/in/{first.lower()}-{last.lower()}-{index}",
     }
+    glue = "" if index % 3 == 0 else "  "  # a third glued to the next word, as some dotin CVs are
     head = (
-        f'\n"{label("Name", f"{first} {last}")}  {label("Email Address", person["email"])}  '
-        f"Mobile {person['phone']}  Profile {person['url']}  "
+        f'\n"{label("Name", f"{first} {last}")}{glue}Mobile {person["phone"]}  '
+        f"{label('Email Address', person['email'])}  Profile {person['url']}  "
         "I will lead teams and will deliver what the business will need.  "
     )
     body = synthetic_cv(rng).lstrip('\n"')
@@ -108,9 +109,9 @@ def test_no_planted_name_in_feature_strings_or_the_string_store(planted):
         first, last = person["first"], person["last"]
         together = re.compile(rf"(?<![a-z]){first}[^a-z0-9]?{last}(?![a-z])")
         assert not [s for s in strings if together.search(s)], f"the name {first.title()} {last.title()} is there"
-        assert last not in components
+        assert not [part for part in components if last in part], f"{last.title()} is in a feature string"
         if first != "will":
-            assert first not in components
+            assert not [part for part in components if first in part]
     # the rule keeps a word that is common outside names, and the model's other words
     assert "lower=will" in strings
     assert {"lower=python", "lower=experience"} <= set(strings)

@@ -67,6 +67,19 @@ def shaped_kinds(doc: Doc, tokens: Sequence[Token]) -> list[str | None]:
     return out
 
 
+def name_spans(doc: Doc, document: Document) -> list:
+    """The document's Name spans on ``doc``'s tokens, widened to whole tokens.
+
+    Widened, not dropped: a name glued to the next word ("DenesikPhone") is a name word too.
+    """
+    spans = (
+        doc.char_span(span.start, span.end, label=NAME_LABEL, alignment_mode="expand")
+        for span in document.spans
+        if span.label == NAME_LABEL
+    )
+    return [span for span in spans if span is not None]
+
+
 def name_token_ids(spans: Iterable) -> frozenset[int]:
     """Token indices inside the ``Name`` spans among ``spans`` (spaCy spans)."""
     return frozenset(token.i for span in spans if span.label_ == NAME_LABEL for token in span)
@@ -115,18 +128,12 @@ class PersonalStrings:
         emails, phones, urls, names, pairs = set(), set(), set(), set(), set()
         for document in docs:
             doc = nlp.make_doc(document.text)
-            spans = []
-            for span in document.spans:
-                text = document.text[span.start : span.end].lower()
-                if span.label == "Email Address":
-                    emails.add(text)
-                elif span.label == NAME_LABEL:
-                    aligned_span = doc.char_span(span.start, span.end, label=span.label, alignment_mode="expand")
-                    if aligned_span is not None:
-                        spans.append(aligned_span)
-                        words = [t.lower_ for t in aligned_span if not (t.is_space or t.is_punct)]
-                        names.add(" ".join(words))
-                        pairs.update(zip(words, words[1:], strict=False))
+            emails.update(document.text[s.start : s.end].lower() for s in document.spans if s.label == "Email Address")
+            spans = name_spans(doc, document)
+            for span in spans:
+                words = [t.lower_ for t in span if not (t.is_space or t.is_punct)]
+                names.add(" ".join(words))
+                pairs.update(zip(words, words[1:], strict=False))
             emails.update(m.group().lower() for m in EMAIL.finditer(document.text))
             phones.update(m.group().lower() for m in PHONE.finditer(document.text))
             urls.update(m.group().lower() for m in URL.finditer(document.text))

@@ -28,7 +28,7 @@ from nerops.evaluation import score
 from nerops.model import components
 from nerops.model.config import TrainConfig
 from nerops.model.features import Gazetteer, cross_gazetteers, doc_features
-from nerops.model.personal import hidden_words, name_token_ids
+from nerops.model.personal import hidden_words, name_spans, name_token_ids
 
 Progress = Callable[[str, int, int], None]
 """``progress(phase, done, total)``: called as training goes."""
@@ -180,8 +180,13 @@ def train_model(
     # this pipeline's string store fills with the training text: it is never saved
     reader = components.blank_pipeline()
     aligned = [align(reader, document, report) for document in docs]
+    names = [name_spans(doc, document) for (doc, _), document in zip(aligned, docs, strict=True)]
     # names of the dev CVs too: the whole training zip's names stay out of the model files
-    hidden = hidden_words(aligned + [align(reader, document, AlignmentReport()) for document in dev_docs])
+    named = [(doc, spans) for (doc, _), spans in zip(aligned, names, strict=True)]
+    for document in dev_docs:
+        doc = reader.make_doc(document.text)
+        named.append((doc, name_spans(doc, document)))
+    hidden = hidden_words(named)
     gazetteer = Gazetteer.build(aligned, hidden) if config.gazetteer_folds else None
     # each document sees a gazetteer built without it, as unseen text will at prediction time
     doc_gazetteers = cross_gazetteers(aligned, config.gazetteer_folds, config.seed, hidden) if gazetteer else None
@@ -193,7 +198,7 @@ def train_model(
             gazetteer=doc_gazetteers[i - 1] if doc_gazetteers else None,
             line_features=config.line_features,
             hidden=hidden,
-            name_tokens=name_token_ids(spans),
+            name_tokens=name_token_ids(names[i - 1]),
         )
         trainer.append(features, components.bio_tags(doc, spans, config.tag_scheme))
         progress("features", i, len(docs))
