@@ -228,7 +228,8 @@ def test_kill_9_of_one_deployment_worker(endpoint: LocalEndpoint):
     assert status["restarts"] >= 1 and status["alive"] and status["pid"] != victim["pid"]
     assert set(results["blue"]) == {200}, "the other deployment kept serving"
     failed = [code for code in results["green"] if code != 200]
-    assert failed and set(failed) <= {502, 503, 504}, "the dead worker's requests failed as server errors"
+    # in flight on the killed worker: 502; waiting longer than the wait for its replacement: 503; never a 504
+    assert 502 in failed and set(failed) <= {502, 503}, "the dead worker's requests failed as server errors"
     assert results["green"][-1] == 200, "green serves again after the restart"
 
 
@@ -262,7 +263,7 @@ def test_a_hung_worker_is_killed_and_restarted_while_the_other_deployment_serves
     status = client.deployment("green")["workers"][0]
     assert status["pid"] != victim["pid"] and status["alive"], "the hung worker was replaced"
     assert set(codes["blue"]) == {200} and len(codes["blue"]) > 3
-    assert codes["green"] and codes["green"][0] in (502, 504), "the request caught in the hang failed as a server error"
+    assert codes["green"] == [504], "the request caught in the hang timed out"
     call("green")
     assert codes["green"][-1] == 200
 
