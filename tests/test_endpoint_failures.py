@@ -1,4 +1,4 @@
-"""How the local endpoint fails, exactly: 504 / 502 / 503, workers that die with it, starts that fail.
+"""How the local endpoint fails, exactly (504 / 502 / 503, workers that die with it, starts that fail), and routes.
 
 Real processes: an endpoint process, its worker processes, signals sent to them. Timeouts are
 settings, set short here so that each case takes seconds.
@@ -264,3 +264,32 @@ def test_kill_9_of_the_endpoint_leaves_no_worker(state: Path):
         assert all(_gone(pid) for pid in pids), "every worker died with the endpoint"
     finally:
         ep.stop()
+
+
+def test_routing_keys_stay_on_the_canary_as_it_grows_and_go_back_on_rollback(endpoint: LocalEndpoint):
+    client = endpoint.client()
+    client.create_deployment("canary", "1")
+    keys = [f"cv-{i}" for i in range(150)]
+
+    def answered_by_canary() -> set[str]:
+        on = set()
+        with httpx.Client(base_url=endpoint.url, timeout=60) as http:
+            for key in keys:
+                headers = {"Authorization": f"Bearer {endpoint.key}", "x-nerops-routing-key": key}
+                response = http.post("/score", json={"text": "Ann Lee  Analyst"}, headers=headers)
+                assert response.status_code == 200
+                if response.headers["azureml-model-deployment"] == "canary":
+                    on.add(key)
+        return on
+
+    try:
+        seen = []
+        for weight in (5, 25, 50):
+            client.set_traffic({"blue": 100 - weight, "canary": weight})
+            seen.append(answered_by_canary())
+        assert seen[0] <= seen[1] <= seen[2] and seen[0] and len(seen[2]) < len(keys)
+        client.set_traffic({"blue": 100, "canary": 0})
+        assert answered_by_canary() == set(), "after a rollback every key is back on the stable deployment"
+    finally:
+        client.set_traffic({"blue": 100})
+        client.delete_deployment("canary")

@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     endpoint_restart_backoff_s: float = Field(
         default=0.5, gt=0, description="Local endpoint: first wait before starting a failed worker again (doubles)."
     )
+    endpoint_routing_seed: int | None = Field(
+        default=None, description="Local endpoint: seed of the random assignment of requests (tests); unset: random."
+    )
     endpoint_start_attempts: int = Field(
         default=4, ge=1, description="Local endpoint: failed starts in a row before a deployment is marked down."
     )

@@ -2,7 +2,8 @@
 
     client ──▶ endpoint (this ASGI app, under uvicorn)
                  │ key auth (Bearer, constant-time), body size limit
-                 │ route: header azureml-model-deployment pins, else traffic weights
+                 │ route: header azureml-model-deployment pins, else traffic weights (at
+                 │ random, or sticky by the x-nerops-routing-key header)
                  ├──▶ deployment "blue":  worker processes (pool.py) ──▶ scoring.py
                  └─ ─▶ deployment "green": mirror copy, answer discarded, measured
                  │ telemetry: system metrics + model signals, per deployment
@@ -19,6 +20,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import random
 import time
 from pathlib import Path
 
@@ -32,12 +34,13 @@ from nerops.serving import openapi
 from nerops.serving.control import EndpointBusyError, EndpointController, hold_serve_lock
 from nerops.serving.pool import PoolSettings
 from nerops.serving.scoring import Limits, ScoringError, check_content_type
-from nerops.serving.state import MirrorPicker, WeightedPicker
+from nerops.serving.state import MirrorPicker, TrafficPicker
 from nerops.serving.worker import SIGNALS_HEADER
 from nerops.telemetry import DocumentSignals, RequestRecord, Telemetry
 
 log = logging.getLogger("nerops.endpoint")
 PIN_HEADER = "azureml-model-deployment"
+ROUTING_HEADER = "x-nerops-routing-key"  # a document or session id: sticky routing
 
 
 def error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -47,19 +50,23 @@ def error(status: int, code: str, message: str, headers: dict[str, str] | None =
 class ScoringRoute:
     """POST /score: authenticate, read the body within limits, pick a deployment, forward, measure."""
 
-    def __init__(self, controller: EndpointController, telemetry: Telemetry, limits: Limits) -> None:
+    def __init__(
+        self, controller: EndpointController, telemetry: Telemetry, limits: Limits, seed: int | None = None
+    ) -> None:
         self.controller = controller
         self.telemetry = telemetry
         self.limits = limits
-        self._picker: WeightedPicker | None = None
+        self._rng = random.Random(seed)
+        self._picker: TrafficPicker | None = None
         self._mirror: MirrorPicker | None = None
         self._state = None
         self._background: set[asyncio.Task] = set()
 
-    def _pickers(self) -> tuple[WeightedPicker, MirrorPicker]:
+    def _pickers(self) -> tuple[TrafficPicker, MirrorPicker]:
         state = self.controller.state  # immutable, replaced on every change: identity tells a change
         if self._picker is None or self._state is not state:
-            self._picker, self._mirror, self._state = WeightedPicker(state.traffic), MirrorPicker(state.mirror), state
+            self._picker = TrafficPicker(state.traffic, list(state.deployments), self._rng)
+            self._mirror, self._state = MirrorPicker(state.mirror, self._rng), state
         return self._picker, self._mirror
 
     async def handle(self, request: Request) -> Response:
@@ -69,7 +76,7 @@ class ScoringRoute:
             return self._record(unauthorized, "", started)
         pinned = request.headers.get(PIN_HEADER)
         picker, mirror = self._pickers()
-        name = pinned or picker.pick()
+        name = pinned or picker.pick(request.headers.get(ROUTING_HEADER))
         if name is None:
             return self._record(error(503, "no_traffic", "no deployment takes traffic"), "", started)
         pool = self.controller.pools.get(name)
@@ -153,8 +160,11 @@ async def _read_limited(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def build_app(controller: EndpointController, telemetry: Telemetry, limits: Limits = Limits()) -> Starlette:
-    scoring = ScoringRoute(controller, telemetry, limits)
+def build_app(
+    controller: EndpointController, telemetry: Telemetry, limits: Limits = Limits(), *, seed: int | None = None
+) -> Starlette:
+    """The endpoint's ASGI app; ``seed`` makes the random assignment of requests repeatable."""
+    scoring = ScoringRoute(controller, telemetry, limits, seed)
 
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok", "endpoint": controller.state.name, "deployments": len(controller.pools)})
@@ -237,7 +247,7 @@ def main(argv: list[str] | None = None) -> None:
     telemetry = local_telemetry(
         settings.state / "telemetry" / "telemetry.db", endpoint=args.name, export_interval_s=args.export_interval
     )
-    app = build_app(controller, telemetry)
+    app = build_app(controller, telemetry, seed=settings.endpoint_routing_seed)
     Path(folder / "endpoint.url").write_text(f"http://{args.host}:{args.port}\n")
     uvicorn.run(
         app, host=args.host, port=args.port, log_level="warning", access_log=False, http="httptools", loop="uvloop"

@@ -4,13 +4,17 @@ An endpoint holds deployments (each serves one registry version); ``traffic`` ma
 names to integer weights that sum to 100 (or is empty while nothing takes traffic);
 ``mirror`` copies a share of live requests to deployments that take no live traffic (their
 answers are discarded but measured; at most 50 % in all). Every change is a full new object,
-validated as a whole, as with an Azure ML endpoint PUT.
+validated as a whole, as with an Azure ML endpoint PUT. The pickers route live requests: at
+random by weight, or sticky by a routing key (:class:`TrafficPicker`).
 """
 
 from __future__ import annotations
 
+import bisect
 import hashlib
+import itertools
 import json
+import random
 from dataclasses import asdict, dataclass, field, replace
 
 from nerops.errors import NeropsError
@@ -44,7 +48,8 @@ class EndpointState:
     def to_dict(self) -> dict[str, object]:
         return {
             "name": self.name,
-            "deployments": {name: asdict(spec) for name, spec in sorted(self.deployments.items())},
+            # in the order they were created: sticky routing lays weights out newest first
+            "deployments": {name: asdict(spec) for name, spec in self.deployments.items()},
             "traffic": dict(sorted(self.traffic.items())),
             "mirror": dict(sorted(self.mirror.items())),
         }
@@ -123,36 +128,48 @@ def _weights(weights: dict[str, int], what: str, state: EndpointState) -> dict[s
     return out
 
 
-class WeightedPicker:
-    """Smooth weighted round-robin (as nginx does): exact shares, evenly interleaved, no randomness."""
+ROUTING_BUCKETS = 100
 
-    def __init__(self, weights: dict[str, int]) -> None:
-        self.weights = {name: share for name, share in sorted(weights.items()) if share > 0}
-        self._current = dict.fromkeys(self.weights, 0)
-        self._total = sum(self.weights.values())
 
-    def pick(self) -> str | None:
-        if not self.weights:
+def routing_bucket(key: str) -> int:
+    """A routing key's bucket, 0-99: the same in every process and after every restart."""
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") % ROUTING_BUCKETS
+
+
+class TrafficPicker:
+    """Which deployment serves a live request.
+
+    Without a routing key, at random in proportion to the weights: every document can reach every
+    deployment, so a 5 % candidate sees a fair sample of the traffic, not the same few documents
+    of a cycle. With a routing key (a document or session id), sticky and monotone: the key's
+    :func:`routing_bucket` falls into the deployments' weight ranges laid out newest deployment
+    first, so a key on a candidate stays there as its weight grows, and every key goes back to
+    the stable deployment on a rollback. No table in memory.
+    """
+
+    def __init__(self, weights: dict[str, int], order: list[str], rng: random.Random) -> None:
+        names = [name for name in reversed(order) if weights.get(name, 0) > 0]  # newest first
+        names += sorted(name for name, share in weights.items() if share > 0 and name not in names)
+        self._names = names
+        self._weights = [weights[name] for name in names]
+        self._bounds = list(itertools.accumulate(self._weights))
+        self._rng = rng
+
+    def pick(self, key: str | None = None) -> str | None:
+        if not self._names:
             return None
-        for name, share in self.weights.items():
-            self._current[name] += share
-        chosen = max(self._current, key=lambda name: self._current[name])
-        self._current[chosen] -= self._total
-        return chosen
+        if key is None:
+            return self._rng.choices(self._names, weights=self._weights)[0]
+        bucket = routing_bucket(key) * self._bounds[-1] // ROUTING_BUCKETS
+        return self._names[bisect.bisect_right(self._bounds, bucket)]
 
 
 class MirrorPicker:
-    """For each live request, which deployments get a copy: each at exactly its share over time."""
+    """For each live request, which deployments get a copy: each with its share's probability."""
 
-    def __init__(self, mirror: dict[str, int]) -> None:
+    def __init__(self, mirror: dict[str, int], rng: random.Random) -> None:
         self.mirror = {name: share for name, share in sorted(mirror.items()) if share > 0}
-        self._credit = dict.fromkeys(self.mirror, 0)
+        self._rng = rng
 
     def pick(self) -> list[str]:
-        chosen = []
-        for name, share in self.mirror.items():
-            self._credit[name] += share
-            if self._credit[name] >= 100:
-                self._credit[name] -= 100
-                chosen.append(name)
-        return chosen
+        return [name for name, share in self.mirror.items() if self._rng.random() * 100 < share]

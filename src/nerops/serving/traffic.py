@@ -8,7 +8,7 @@ The counts it returns are what the client saw: tests compare them with the endpo
 from __future__ import annotations
 
 import asyncio
-import itertools
+import random
 import statistics
 import sys
 import time
@@ -66,10 +66,11 @@ async def send_traffic(
     deployment: str | None = None,
     progress: bool = True,
     timeout: float = 60.0,
+    seed: int | None = None,
 ) -> TrafficReport:
-    """Send ``requests`` requests (cycling through ``texts``), at most ``rate`` per second if given."""
+    """Send ``requests`` requests (each a text drawn at random from ``texts``), at most ``rate`` per second."""
     report = TrafficReport()
-    source = itertools.cycle(texts)
+    rng = random.Random(seed)
     queue: asyncio.Queue[str | None] = asyncio.Queue(maxsize=concurrency * 2)
     headers = {"Authorization": f"Bearer {key}"}
     if deployment:
@@ -82,7 +83,7 @@ async def send_traffic(
                 delay = started + i / rate - time.perf_counter()
                 if delay > 0:
                     await asyncio.sleep(delay)
-            await queue.put(next(source))
+            await queue.put(texts[rng.randrange(len(texts))])
         for _ in range(concurrency):
             await queue.put(None)
 
