@@ -2,8 +2,10 @@
 
 (a) ``telemetry``: the scoring path (validate, predict, summarise) with telemetry on against off,
     interleaved in rounds over the same CVs; the ratio is what monitoring costs in throughput.
-(b) ``throughput``: the local endpoint at concurrency 1, 4 and 8 against in-process prediction of
-    the same texts and against ``mlflow models serve`` of the same registered version.
+(b) ``throughput``: the local endpoint (one worker process per core) at concurrency 1, 4 and 8
+    against ``mlflow models serve`` of the same registered version with the same number of worker
+    processes (and, a second row, its default single worker), driven by the same load generator
+    (whose CPU use is reported), and against as many plain processes predicting in a loop.
 
 Writes bench/results/serving.json and prints tables with the ratios.
 """
@@ -29,6 +31,7 @@ from rich.table import Table
 RESULTS = Path(__file__).parent / "results" / "serving.json"
 CONCURRENCY = (1, 4, 8)
 REQUESTS = 240
+LOAD_CPU: list[float] = []  # the load generator's CPU use (cores) per measurement
 console = Console()
 
 
@@ -115,6 +118,35 @@ def bench_in_process(version: str, texts: list[str], seconds: float = 10.0) -> f
     return done / (time.perf_counter() - started)
 
 
+def _predict_for(model_dir: str, texts: list[str], seconds: float, start_at: float) -> int:
+    """One process of :func:`bench_processes`: load, wait for the common start, predict for ``seconds``."""
+    from nerops.model.pipeline import Extractor
+
+    extractor = Extractor.load(Path(model_dir))
+    extractor.predict(texts[0])
+    while time.time() < start_at:
+        time.sleep(0.01)
+    done, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        extractor.predict(texts[done % len(texts)])
+        done += 1
+    return done
+
+
+def bench_processes(version: str, texts: list[str], processes: int, seconds: float = 10.0) -> float:
+    """``processes`` plain Python processes predicting in a loop at once: the ceiling for any server."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from nerops.lifecycle import open_governance
+
+    with tempfile.TemporaryDirectory(prefix="nerops-bench-model-") as tmp:
+        model_dir = open_governance().check_lineage(version, Path(tmp))
+        start_at = time.time() + 15  # after every process has loaded the model
+        with ProcessPoolExecutor(processes) as pool:
+            futures = [pool.submit(_predict_for, str(model_dir), texts, seconds, start_at) for _ in range(processes)]
+            return sum(f.result() for f in futures) / seconds
+
+
 async def _load(url: str, make_body, texts: list[str], *, concurrency: int, requests: int, headers: dict) -> float:
     queue: asyncio.Queue[int] = asyncio.Queue()
     for i in range(requests):
@@ -131,15 +163,16 @@ async def _load(url: str, make_body, texts: list[str], *, concurrency: int, requ
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(timeout=120, limits=limits) as client:
         await client.post(url, json=make_body(texts[0]), headers=headers)  # warm up
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         await asyncio.gather(*(worker(client) for _ in range(concurrency)))
-        elapsed = time.perf_counter() - started
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
     if failures:
         raise RuntimeError(f"{failures} of {requests} requests to {url} failed")
+    LOAD_CPU.append(cpu / elapsed)
     return requests / elapsed
 
 
-def _serve_mlflow(version: str, port: int) -> subprocess.Popen:
+def _serve_mlflow(version: str, port: int, workers: int) -> subprocess.Popen:
     from nerops.settings import get_settings
 
     settings = get_settings()
@@ -153,7 +186,7 @@ def _serve_mlflow(version: str, port: int) -> subprocess.Popen:
     mlflow = bin_dir / "mlflow"
     return subprocess.Popen(
         [str(mlflow), "models", "serve", "-m", f"models:/{settings.registered_model}/{version}",
-         "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)],
+         "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
 
@@ -172,18 +205,44 @@ def _wait(url: str, server: subprocess.Popen, seconds: float = 180) -> None:
     raise RuntimeError(f"{url} did not come up")
 
 
+def _mlflow_rows(version: str, texts: list[str], workers: int) -> dict[int, float]:
+    from nerops.serving.client import free_port
+
+    out: dict[int, float] = {}
+    port = free_port()
+    server = _serve_mlflow(version, port, workers)
+    try:
+        _wait(f"http://127.0.0.1:{port}/ping", server)
+        for c in CONCURRENCY:
+            out[c] = asyncio.run(
+                _load(f"http://127.0.0.1:{port}/invocations",
+                      lambda t: {"dataframe_split": {"columns": ["text"], "data": [[t]]}}, texts, concurrency=c,
+                      requests=REQUESTS, headers={})
+            )  # fmt: skip
+            console.print(f"mlflow models serve --workers {workers}, concurrency {c}: {out[c]:.1f} requests/s")
+    finally:
+        server.terminate()
+        server.wait(30)
+    return out
+
+
 def bench_throughput(version: str, texts: list[str]) -> dict[str, object]:
-    from nerops.serving.client import LocalEndpoint, free_port
+    """Our endpoint and ``mlflow models serve`` with the same number of worker processes (and mlflow's
+    default single worker as a second row), the same version, the same load generator."""
+    from nerops.serving.client import LocalEndpoint
     from nerops.settings import get_settings
 
+    workers = os.cpu_count() or 2
     in_process = bench_in_process(version, texts)
-    console.print(f"in-process prediction: {in_process:.1f} CVs/s")
-    results: dict[str, dict[int, float]] = {"endpoint": {}, "mlflow_serve": {}}
+    console.print(f"in-process prediction, one loop: {in_process:.1f} CVs/s")
+    processes = bench_processes(version, texts, workers)
+    console.print(f"in-process prediction, {workers} processes: {processes:.1f} CVs/s")
+    results: dict[str, dict[int, float]] = {"endpoint": {}}
 
     endpoint = LocalEndpoint.start(get_settings(), "bench")
     try:
         client = endpoint.client()
-        client.create_deployment("blue", version, instance_count=os.cpu_count() or 2)
+        client.create_deployment("blue", version, instance_count=workers)
         client.set_traffic({"blue": 100})
         for c in CONCURRENCY:
             results["endpoint"][c] = asyncio.run(
@@ -193,29 +252,22 @@ def bench_throughput(version: str, texts: list[str]) -> dict[str, object]:
             console.print(f"endpoint, concurrency {c}: {results['endpoint'][c]:.1f} requests/s")
     finally:
         endpoint.stop()
-
-    port = free_port()
-    server = _serve_mlflow(version, port)
-    try:
-        _wait(f"http://127.0.0.1:{port}/ping", server)
-        for c in CONCURRENCY:
-            results["mlflow_serve"][c] = asyncio.run(
-                _load(f"http://127.0.0.1:{port}/invocations",
-                      lambda t: {"dataframe_split": {"columns": ["text"], "data": [[t]]}}, texts, concurrency=c,
-                      requests=REQUESTS, headers={})
-            )  # fmt: skip
-            console.print(f"mlflow models serve, concurrency {c}: {results['mlflow_serve'][c]:.1f} requests/s")
-    finally:
-        server.terminate()
-        server.wait(30)
+    results["mlflow_same_workers"] = _mlflow_rows(version, texts, workers)
+    results["mlflow_one_worker"] = _mlflow_rows(version, texts, 1)
+    ours, same, one = results["endpoint"], results["mlflow_same_workers"], results["mlflow_one_worker"]
     return {
         "requests_per_measurement": REQUESTS,
+        "worker_processes": workers,
         "in_process_per_s": round(in_process, 2),
-        "endpoint_per_s": {c: round(v, 2) for c, v in results["endpoint"].items()},
-        "mlflow_serve_per_s": {c: round(v, 2) for c, v in results["mlflow_serve"].items()},
-        "endpoint_over_mlflow": {c: round(results["endpoint"][c] / results["mlflow_serve"][c], 2) for c in CONCURRENCY},
-        "endpoint_over_in_process": {c: round(results["endpoint"][c] / in_process, 2) for c in CONCURRENCY},
-        "target_endpoint_over_mlflow_at_8": 1.5,
+        "in_process_processes_per_s": round(processes, 2),
+        "endpoint_per_s": {c: round(v, 2) for c, v in ours.items()},
+        "mlflow_same_workers_per_s": {c: round(v, 2) for c, v in same.items()},
+        "mlflow_one_worker_per_s": {c: round(v, 2) for c, v in one.items()},
+        "endpoint_over_mlflow_same_workers": {c: round(ours[c] / same[c], 2) for c in CONCURRENCY},
+        "endpoint_over_mlflow_one_worker": {c: round(ours[c] / one[c], 2) for c in CONCURRENCY},
+        "endpoint_over_in_process_processes": {c: round(ours[c] / processes, 2) for c in CONCURRENCY},
+        "load_generator_cpu_cores": {"max": round(max(LOAD_CPU), 2), "median": round(statistics.median(LOAD_CPU), 2)},
+        "target_endpoint_over_mlflow_same_workers_at_8": 1.5,
     }
 
 
@@ -245,18 +297,30 @@ def main() -> None:
     )  # fmt: skip
     console.print(table)
     table = Table(title=f"(b) throughput (requests/s; one CV per request; {os.cpu_count()} cores)")
+    workers = throughput["worker_processes"]
     for column in (
         "concurrency",
-        "nerops endpoint",
-        "mlflow models serve",
-        "endpoint / mlflow",
-        "endpoint / in-process",
+        f"nerops endpoint ({workers} workers)",
+        f"mlflow serve --workers {workers}",
+        "mlflow serve (1 worker)",
+        "endpoint / mlflow same workers",
+        "endpoint / mlflow 1 worker",
+        f"endpoint / {workers} in-process",
     ):
         table.add_column(column)
     for c in CONCURRENCY:
         table.add_row(
-            str(c), f"{throughput['endpoint_per_s'][c]:.1f}", f"{throughput['mlflow_serve_per_s'][c]:.1f}",
-            f"{throughput['endpoint_over_mlflow'][c]:.2f}", f"{throughput['endpoint_over_in_process'][c]:.2f}",
+            str(c), f"{throughput['endpoint_per_s'][c]:.1f}", f"{throughput['mlflow_same_workers_per_s'][c]:.1f}",
+            f"{throughput['mlflow_one_worker_per_s'][c]:.1f}",
+            f"{throughput['endpoint_over_mlflow_same_workers'][c]:.2f}",
+            f"{throughput['endpoint_over_mlflow_one_worker'][c]:.2f}",
+            f"{throughput['endpoint_over_in_process_processes'][c]:.2f}",
         )  # fmt: skip
     console.print(table)
-    console.print(f"in-process prediction, one loop: {throughput['in_process_per_s']:.1f} CVs/s; written: {RESULTS}")
+    console.print(
+        f"in-process: one loop {throughput['in_process_per_s']:.1f} CVs/s, {workers} processes "
+        f"{throughput['in_process_processes_per_s']:.1f} CVs/s; load generator CPU: "
+        f"{throughput['load_generator_cpu_cores']['median']:.2f} cores (median), "
+        f"{throughput['load_generator_cpu_cores']['max']:.2f} (max)"
+    )
+    console.print(f"written: {RESULTS}")
