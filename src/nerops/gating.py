@@ -16,7 +16,6 @@ from nerops.evaluation import doc_counts, paired_bootstrap_diff, score
 from nerops.gate import GateEvidence, GatePolicy, GateResult, ModelScores, decide
 from nerops.governance import Governance
 from nerops.model.pipeline import Extractor
-from nerops.registry import CHAMPION
 
 
 @dataclass
@@ -52,9 +51,12 @@ def _scores(version: str, report: dict, latencies: list[float]) -> ModelScores:
 def run_gate(
     gov: Governance, version: str, docs: Sequence[Document], policy: GatePolicy, *, test_sha256: str
 ) -> tuple[GateResult, dict[str, object]]:
-    """Gate ``version`` against the current champion; write the decision to the ledger and tags."""
+    """Gate ``version`` against the current champion (the ledger's); write the decision to the ledger and tags.
+
+    Fails closed: a registry failure raises (a transient error) and never turns into "no champion".
+    """
     challenger_version = gov.resolve(version)
-    champion_version = gov.registry.alias_version(CHAMPION)
+    champion_version = gov.state().champion
     if champion_version == challenger_version:
         champion_version = None
     models = [gov.load(challenger_version)]
