@@ -99,8 +99,14 @@ TABLE = [
     ),
     (
         "retired, then reinstated",
-        [*REG, ("promotion", "1"), ("approval", "2"), ("approval", "3"), ("archive", "2", {"archived": "retired"}),
-         ("reinstatement", "2")],  # fmt: skip
+        [
+            *REG,
+            ("promotion", "1"),
+            ("approval", "2"),
+            ("approval", "3"),
+            ("archive", "2", {"archived": "retired"}),
+            ("reinstatement", "2"),
+        ],
         ("prod", "prod", "prod"),
         "1",
         "3",
@@ -125,8 +131,9 @@ TABLE = [
 ]
 
 
-@pytest.mark.parametrize(("steps", "stages", "champion", "challenger", "archived"), [t[1:] for t in TABLE],
-                         ids=[t[0] for t in TABLE])  # fmt: skip
+@pytest.mark.parametrize(
+    ("steps", "stages", "champion", "challenger", "archived"), [t[1:] for t in TABLE], ids=[t[0] for t in TABLE]
+)
 def test_replay(steps, stages, champion, challenger, archived):
     state = replay(history(*steps))
     assert tuple(state.stage(v) for v in ("1", "2", "3")) == stages
@@ -161,16 +168,23 @@ APPROVAL_TABLE = [
     ("a current pass", [*REG, ("promotion", "1"), ("gate", "2", PASS_1)], "2", None),
     (
         "after the rollout ended a newer pass may replace the challenger",
-        [*REG, ("promotion", "1"), ("approval", "2"), ("rollout_started", "2"), ("rollout_finished", "2"),
-         ("gate", "3", PASS_1)],  # fmt: skip
+        [
+            *REG,
+            ("promotion", "1"),
+            ("approval", "2"),
+            ("rollout_started", "2"),
+            ("rollout_finished", "2"),
+            ("gate", "3", PASS_1),
+        ],
         "3",
         None,
     ),
 ]
 
 
-@pytest.mark.parametrize(("steps", "version", "refused"), [t[1:] for t in APPROVAL_TABLE],
-                         ids=[t[0] for t in APPROVAL_TABLE])  # fmt: skip
+@pytest.mark.parametrize(
+    ("steps", "version", "refused"), [t[1:] for t in APPROVAL_TABLE], ids=[t[0] for t in APPROVAL_TABLE]
+)
 def test_approval_preconditions(steps, version, refused):
     refusal = approval_refusal(replay(history(*steps)), version)
     if refused is None:
@@ -181,22 +195,53 @@ def test_approval_preconditions(steps, version, refused):
 
 CHAMPION_TABLE = [
     ("not prod", [*REG, ("promotion", "1")], "2", "1", "manual", "v2 is stage=candidate", False),
-    ("moved meanwhile", [*REG, ("promotion", "1"), ("approval", "2"), ("champion_change", "2")], "2", "1", "manual",
-     "the champion moved from 1 to 2 at 2026-11-26T07:06:00.000000Z (ledger entry 6", True),  # fmt: skip
+    (
+        "moved meanwhile",
+        [*REG, ("promotion", "1"), ("approval", "2"), ("champion_change", "2")],
+        "2",
+        "1",
+        "manual",
+        "the champion moved from 1 to 2 at 2026-11-26T07:06:00.000000Z (ledger entry 6",
+        True,
+    ),
     ("expected a champion, there is none", [*REG, ("approval", "1")], "1", "3", "manual", "moved from 3 to none", True),
-    ("initial deployment with a champion", [*REG, ("promotion", "1"), ("approval", "2")], "2", "1",
-     "initial_deployment", "needs no champion", False),  # fmt: skip
-    ("manual change while a rollout runs", [*REG, ("promotion", "1"), ("approval", "2"), ("approval", "3"),
-     ("rollout_started", "3")], "2", "1", "manual", "a rollout of v3 is running", True),  # fmt: skip
-    ("a rollout completing", [*REG, ("promotion", "1"), ("approval", "2"), ("rollout_started", "2")], "2", "1",
-     "rollout", None, False),  # fmt: skip
+    (
+        "initial deployment with a champion",
+        [*REG, ("promotion", "1"), ("approval", "2")],
+        "2",
+        "1",
+        "initial_deployment",
+        "needs no champion",
+        False,
+    ),
+    (
+        "manual change while a rollout runs",
+        [*REG, ("promotion", "1"), ("approval", "2"), ("approval", "3"), ("rollout_started", "3")],
+        "2",
+        "1",
+        "manual",
+        "a rollout of v3 is running",
+        True,
+    ),
+    (
+        "a rollout completing",
+        [*REG, ("promotion", "1"), ("approval", "2"), ("rollout_started", "2")],
+        "2",
+        "1",
+        "rollout",
+        None,
+        False,
+    ),
     ("first champion", [*REG, ("approval", "1")], "1", None, "initial_deployment", None, False),
     ("unknown cause", [*REG, ("approval", "1")], "1", None, "whim", "unknown cause", False),
 ]
 
 
-@pytest.mark.parametrize(("steps", "version", "expected", "cause", "refused", "conflict"),
-                         [t[1:] for t in CHAMPION_TABLE], ids=[t[0] for t in CHAMPION_TABLE])  # fmt: skip
+@pytest.mark.parametrize(
+    ("steps", "version", "expected", "cause", "refused", "conflict"),
+    [t[1:] for t in CHAMPION_TABLE],
+    ids=[t[0] for t in CHAMPION_TABLE],
+)
 def test_champion_preconditions(steps, version, expected, cause, refused, conflict):
     refusal = champion_refusal(replay(history(*steps)), version, expected, cause)
     if refused is None:
