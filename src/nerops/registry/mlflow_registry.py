@@ -131,7 +131,11 @@ class MlflowRegistry:
                 pip_requirements=_requirements(),
             )
         version = self.client.create_model_version(
-            self.model_name, info.model_uri, run_id=run.info.run_id, tags={**tags, "run_id": run.info.run_id}
+            self.model_name,
+            info.model_uri,
+            run_id=run.info.run_id,
+            tags={**tags, "run_id": run.info.run_id},
+            model_id=info.model_id,  # a tracking server refuses a models:/m-... source without it
         )
         return self.get_version(version.version)
 
