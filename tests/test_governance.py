@@ -274,3 +274,50 @@ def test_the_ledger_head_is_anchored_in_the_registry(gov: Governance, tiny_model
     gov.ledger.path.write_text("\n".join(lines[:-1]) + ("\n" if len(lines) > 1 else ""))
     report = gov.verify()
     assert not report.ok and "truncated" in report.describe()
+
+
+def _move_champion(tracking_uri, model, artifact_root, ledger_path, target, reason, barrier, results) -> None:
+    """One racer, in its own process: move the champion from v1 to ``target`` at the barrier."""
+    registry = MlflowRegistry(tracking_uri, model, artifact_root=artifact_root)
+    gov = Governance(registry, Ledger(Path(ledger_path), RegistryAnchor(registry)), actor=f"racer-{reason}")
+    gov.state()  # warm up (imports, connections) before the start
+    barrier.wait(timeout=60)
+    try:
+        entry = gov.set_champion(target, expected="1", reason=reason, cause="manual")
+        results.put(("won", reason, entry.seq))
+    except ConflictError as exc:
+        results.put(("refused", reason, str(exc)))
+
+
+def test_two_processes_moving_the_champion_from_the_same_predecessor(
+    gov: Governance, tiny_model: Path, reseeded_model: Path, test_docs, tmp_path: Path
+):
+    import multiprocessing
+
+    first, second = register(gov, tiny_model), register(gov, reseeded_model)
+    assert gate(gov, first, test_docs)
+    make_champion(gov, first)
+    assert gate(gov, second, test_docs)
+    approval = gov.approve(second, reason="approved")
+    assert gov.approve(second, reason="approved") == approval  # the same approval retried: the same entry
+
+    ctx = multiprocessing.get_context("spawn")
+    barrier, results = ctx.Barrier(2), ctx.Queue()
+    args = (gov.registry.tracking_uri, gov.model, gov.registry.artifact_root, str(gov.ledger.path))
+    racers = [
+        ctx.Process(target=_move_champion, args=(*args, version, reason, barrier, results))
+        for version, reason in ((second, "a"), (second, "b"))
+    ]
+    for racer in racers:
+        racer.start()
+    outcomes = sorted(results.get(timeout=120) for _ in racers)
+    for racer in racers:
+        racer.join(30)
+    assert [o[0] for o in outcomes] == ["refused", "won"], outcomes
+    (_, loser, message), (_, winner, seq) = outcomes
+    assert loser != winner
+    assert f"cannot make champion v{second}: the champion moved from 1 to {second} at " in message
+    assert f"(ledger entry {seq}, champion_change by racer-{winner})" in message
+    changes = gov.ledger.find("champion_change", model=gov.model)
+    assert [e.seq for e in changes][-1] == seq and sum(e.evidence["reason"] == winner for e in changes) == 1
+    assert gov.state().champion == second and gov.verify().ok

@@ -204,7 +204,7 @@ class Governance:
             version,
             {"stage": "prod", "reason": reason, "gate_seq": gate.seq if gate else None},
             lambda state: approval_refusal(state, version),
-            request={"gate_seq": gate.seq if gate else None},
+            request={"gate_seq": gate.seq if gate else None, "reason": reason},
             in_force=lambda state, done: state.approvals.get(version) == done,
             what="approve",
         )
@@ -222,7 +222,7 @@ class Governance:
             version,
             {"previous_champion": expected, "cause": cause, "reason": reason, **(evidence or {})},
             lambda state: champion_refusal(state, version, expected, cause),
-            request={"expected": expected, "cause": cause},
+            request={"expected": expected, "cause": cause, "reason": reason},
             in_force=lambda state, done: state.champion == version and state.champion_by == done,
             what="make champion",
         )
