@@ -1,4 +1,4 @@
-"""An append-only, hash-chained, tamper-evident audit ledger: training runs, registrations, gates, promotions.
+"""An append-only, hash-chained, tamper-evident audit ledger: training, registrations, gates, approvals, champions.
 
 Format: ``path`` is UTF-8 JSONL, one entry per line: ``v`` (1), ``seq`` (1, 2, 3, ...), ``time`` (UTC ISO 8601 with
 microseconds and ``Z``), ``actor``, ``kind``, ``subject``, ``evidence``, ``prev`` and ``hash``.
