@@ -121,8 +121,8 @@ TABLE = [
         {"3": "fault"},
     ),
     (
-        "kinds the state machine does not know change nothing",
-        [*REG, ("promotion", "1"), ("traffic_change", "1"), ("training", "2"), ("alert", "1")],
+        "kinds the state machine does not know change nothing: retiring a deployment does not archive its version",
+        [*REG, ("promotion", "1"), ("traffic_change", "1"), ("training", "2"), ("deployment_deleted", "1")],
         ("prod", "candidate", "candidate"),
         "1",
         None,

@@ -170,7 +170,16 @@ def test_unknown_versions_and_aliases_are_clear_errors(gov: Governance):
         gov.resolve("champion")
 
 
-def test_a_changed_lineage_tag_blocks_loading_and_promotion(gov: Governance, tiny_model: Path, test_docs):
+def test_the_registry_factory_names_the_setting_to_fix():
+    from nerops.errors import ConfigurationError
+    from nerops.registry import get_registry
+    from nerops.settings import Settings
+
+    with pytest.raises(ConfigurationError, match="NEROPS_MLFLOW_TRACKING_URI 'ftp://x': unsupported scheme 'ftp'"):
+        get_registry(Settings(mlflow_tracking_uri="ftp://x"))
+
+
+def test_a_changed_lineage_tag_blocks_loading_and_approval(gov: Governance, tiny_model: Path, test_docs):
     version = register(gov, tiny_model)
     assert gate(gov, version, test_docs)
     gov.registry.set_tags(version, {"lineage.dataset_version": "forged"})
@@ -180,7 +189,7 @@ def test_a_changed_lineage_tag_blocks_loading_and_promotion(gov: Governance, tin
         gov.approve(version, reason="x")
 
 
-def test_one_changed_artifact_byte_blocks_loading_and_promotion(
+def test_one_changed_artifact_byte_blocks_loading_and_approval(
     gov: Governance, tiny_model: Path, test_docs, tmp_path: Path
 ):
     version = register(gov, tiny_model)

@@ -48,7 +48,7 @@ def verify(gov, *, catch_up: bool = False) -> GovernanceReport:
             notes.append(
                 f"caught up: the registry anchor moved from entry {before.seq if before else 0} to {after.seq}"
             )
-        except NeropsError as exc:
+        except (NeropsError, OSError) as exc:
             notes.append(f"the registry anchor could not catch up yet: {exc}")
     registered = {e.subject.get("version") for e in gov.ledger.find("registration", model=gov.model)}
     versions = gov.registry.list_versions()
