@@ -168,6 +168,11 @@ def test_every_control_change_is_in_the_ledger(endpoint: LocalEndpoint):
     assert ("deployment_created", "blue") in kinds and ("deployment_created", "green") in kinds
     traffic = [e for e in open_governance().ledger.find("traffic_change")]
     assert traffic[-1].evidence["after"]["traffic"] == {"blue": 70, "green": 30}
+    from nerops.actors import fingerprint
+
+    who = traffic[-1].evidence["acted_by"]
+    assert who["credential"] == fingerprint(endpoint.key) and who["os_user"]
+    assert endpoint.key not in open_governance().ledger.path.read_text()  # the key itself is never recorded
 
 
 def test_pinned_requests_and_answer_identity(endpoint: LocalEndpoint):
