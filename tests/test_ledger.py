@@ -502,3 +502,34 @@ def test_two_anchored_processes_leave_the_anchor_at_the_head(tmp_path: Path):
     entries = append_from_two_processes(path, anchor, 25)  # each anchor write costs two more fsyncs: fewer entries
     report = Ledger(path, FileAnchor(anchor)).verify()
     assert report.problems == () and report.anchor == report.head == Head(50, entries[-1].hash)
+
+
+class DownRegistry:
+    """The two registry calls an anchor makes, against a registry that is down until told otherwise."""
+
+    def __init__(self) -> None:
+        self.down, self.calls, self.value = True, 0, None
+
+    def read_anchor(self) -> str | None:
+        self.calls += 1
+        if self.down:
+            raise ConnectionError("connection refused")
+        return self.value
+
+    def write_anchor(self, value: str) -> None:
+        self.calls += 1
+        if self.down:
+            raise ConnectionError("connection refused")
+        self.value = value
+
+
+def test_appends_during_a_registry_outage_do_not_each_wait_for_it(tmp_path: Path):
+    from nerops.registry.anchor import RegistryAnchor
+
+    registry = DownRegistry()
+    ledger = Ledger(tmp_path / "l.jsonl", FileAnchor(tmp_path / "head.json"), remote=RegistryAnchor(registry))
+    for n in range(3):
+        ledger.append("traffic_change", subject={}, evidence={"n": n})
+    assert registry.calls == 1, "only the first append tried the registry"
+    registry.down = False
+    assert ledger.catch_up()[1] == ledger.head() and registry.value == f"3:{ledger.head().hash}"

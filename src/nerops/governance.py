@@ -33,29 +33,15 @@ from nerops.decisions import (
 )
 from nerops.errors import ConflictError, LineageError, PromotionError, RegistryError, TransientBackendError
 from nerops.gate import GateResult
-from nerops.ledger import Entry, Head, Ledger
+from nerops.ledger import Entry, Ledger
 from nerops.model.pipeline import Extractor
 from nerops.registry import CHALLENGER, CHAMPION, STAGE_TAG, ModelRegistry, VersionInfo
+from nerops.registry.anchor import RegistryAnchor
 from nerops.registry.lineage import artifact_sha256, lineage_changes, lineage_tags
 
+__all__ = ["SYNTHETIC_EXAMPLE", "Governance", "RegistryAnchor", "request_key"]
+
 SYNTHETIC_EXAMPLE = "Jane Example  Software Engineer  jane.example@example.com  Python, SQL  2015-2020 Example Corp"
-
-
-class RegistryAnchor:
-    """Keeps the ledger's head in a tag of the registered model: outside the ledger file."""
-
-    def __init__(self, registry: ModelRegistry) -> None:
-        self.registry = registry
-
-    def read(self) -> Head | None:
-        value = self.registry.read_anchor()
-        if not value:
-            return None
-        seq, _, digest = value.partition(":")
-        return Head(int(seq), digest)
-
-    def write(self, head: Head) -> None:
-        self.registry.write_anchor(f"{head.seq}:{head.hash}")
 
 
 class Governance:
@@ -300,27 +286,9 @@ class Governance:
 
     def apply(self, state: ModelState, versions: list[str]) -> list[str]:
         """Make the registry's stage tags and aliases show the ledger's state; return what changed."""
-        changed = []
-        for version in versions:
-            want = state.stage(version)
-            if want is None:
-                continue
-            info = self.registry.get_version(version)
-            tags = {STAGE_TAG: want, **({"archived.reason": state.archived[version]} if want == "archived" else {})}
-            if any(info.tags.get(k) != v for k, v in tags.items()):
-                self.registry.set_tags(version, tags)
-                changed.append(f"set v{version} stage={want} (from the ledger)")
-        for alias, want in ((CHAMPION, state.champion), (CHALLENGER, state.challenger)):
-            have = self.registry.alias_version(alias)
-            if have == want:
-                continue
-            if want is None:
-                self.registry.delete_alias(alias)
-                changed.append(f"removed alias {alias} (from the ledger)")
-            else:
-                self.registry.set_alias(alias, want)
-                changed.append(f"pointed alias {alias} at v{want} (from the ledger)")
-        return changed
+        from nerops.reconcile import apply_state
+
+        return apply_state(self, state, versions)
 
     # --- verify and reconcile (nerops.reconcile) ------------------------------------------------
 

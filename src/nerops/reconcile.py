@@ -13,6 +13,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nerops.decisions import ModelState
 from nerops.errors import NeropsError
 from nerops.ledger import VerifyReport
 from nerops.registry import CHALLENGER, CHAMPION, STAGE_TAG, VersionInfo
@@ -107,3 +108,28 @@ def reconcile(gov) -> list[str]:
             gov.ledger.reanchor()
         actions.append("re-anchored the ledger head in the registry")
     return actions
+
+
+def apply_state(gov, state: ModelState, versions: list[str]) -> list[str]:
+    """Make the registry's stage tags and aliases show the ledger's state; return what changed."""
+    changed = []
+    for version in versions:
+        want = state.stage(version)
+        if want is None:
+            continue
+        info = gov.registry.get_version(version)
+        tags = {STAGE_TAG: want, **({"archived.reason": state.archived[version]} if want == "archived" else {})}
+        if any(info.tags.get(k) != v for k, v in tags.items()):
+            gov.registry.set_tags(version, tags)
+            changed.append(f"set v{version} stage={want} (from the ledger)")
+    for alias, want in ((CHAMPION, state.champion), (CHALLENGER, state.challenger)):
+        have = gov.registry.alias_version(alias)
+        if have == want:
+            continue
+        if want is None:
+            gov.registry.delete_alias(alias)
+            changed.append(f"removed alias {alias} (from the ledger)")
+        else:
+            gov.registry.set_alias(alias, want)
+            changed.append(f"pointed alias {alias} at v{want} (from the ledger)")
+    return changed
