@@ -119,25 +119,28 @@ class MlflowRegistry:
         import pandas as pd
 
         self._ensure_model()
-        with mlflow.start_run(experiment_id=self._experiment()) as run:
-            mlflow.log_params({key: str(value)[:500] for key, value in params.items()})
-            mlflow.log_metrics(metrics)
-            mlflow.set_tags(tags)
-            info = mlflow.pyfunc.log_model(
-                name="model",
-                python_model=str(PYFUNC_CODE),
-                artifacts={"model_dir": str(model_dir)},
-                input_example=pd.DataFrame({"text": [input_example]}),
-                pip_requirements=_requirements(),
-            )
-        version = self.client.create_model_version(
-            self.model_name,
-            info.model_uri,
-            run_id=run.info.run_id,
-            tags={**tags, "run_id": run.info.run_id},
-            model_id=info.model_id,  # a tracking server refuses a models:/m-... source without it
-        )
-        return self.get_version(version.version)
+
+        def log() -> str:
+            with mlflow.start_run(experiment_id=self._experiment()) as run:
+                mlflow.log_params({key: str(value)[:500] for key, value in params.items()})
+                mlflow.log_metrics(metrics)
+                mlflow.set_tags(tags)
+                info = mlflow.pyfunc.log_model(
+                    name="model",
+                    python_model=str(PYFUNC_CODE),
+                    artifacts={"model_dir": str(model_dir)},
+                    input_example=pd.DataFrame({"text": [input_example]}),
+                    pip_requirements=_requirements(),
+                )
+            return self.client.create_model_version(
+                self.model_name,
+                info.model_uri,
+                run_id=run.info.run_id,
+                tags={**tags, "run_id": run.info.run_id},
+                model_id=info.model_id,  # a tracking server refuses a models:/m-... source without it
+            ).version
+
+        return self.get_version(self._call("log and register the model", log))
 
     def get_version(self, version: str) -> VersionInfo:
         if not str(version).isdigit():
@@ -189,19 +192,17 @@ class MlflowRegistry:
         """Copy a version's model folder (the logged artifact) under ``dst``; return its path."""
         dst = Path(dst)
         with tempfile.TemporaryDirectory(dir=dst.parent if dst.parent.exists() else None) as tmp:
-            local = Path(
-                mlflow.artifacts.download_artifacts(
-                    artifact_uri=f"models:/{self.model_name}/{version}",
-                    dst_path=tmp,
-                    tracking_uri=self.tracking_uri,
-                )
-            )
+            uri = f"models:/{self.model_name}/{version}"
+            local = Path(self._call(f"download version {version}", self._fetch, uri, tmp))
             mlmodel = yaml.safe_load((local / "MLmodel").read_text())
             relative = mlmodel["flavors"]["python_function"]["artifacts"]["model_dir"]["path"]
             if dst.exists():
                 shutil.rmtree(dst)
             shutil.copytree(local / relative, dst)
         return dst
+
+    def _fetch(self, uri: str, dst: str) -> str:
+        return mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=dst, tracking_uri=self.tracking_uri)
 
     def read_anchor(self) -> str | None:
         model = self._registered_model()
