@@ -390,8 +390,11 @@ def test_a_state_folder_from_before_the_local_anchor_adopts_it_on_the_next_appen
     old.append("promotion", subject={"model": "m", "version": "1"}, evidence={})
     ledger = Ledger(old.path, FileAnchor(tmp_path / "head.json"), remote=remote, default_actor="ci")
     assert ledger.verify().ok and ledger.verify().problems == ()
+    assert "local anchor not written yet" in ledger.verify().describe()
     ledger.append("approval", subject={"model": "m", "version": "2"}, evidence={})
     assert ledger.anchor.read() == remote.read() == ledger.head()
+    ledger.anchor.path.unlink()
+    assert ledger.catch_up() == (ledger.head(), ledger.head()) and ledger.anchor.read() == ledger.head()
 
 
 def test_compare_and_append_refuses_returns_or_appends_inside_the_lock(tmp_path: Path):

@@ -175,6 +175,8 @@ class VerifyReport:
             state = (
                 "not anchored" if self.anchor is None else "anchored" if self.anchor == self.head else "anchor behind"
             )
+            if self.anchor is None and self.remote is not None:
+                state = "local anchor not written yet (the next append or verify writes it)"
             if self.remote is not None:
                 state += ", registry anchor " + ("at the head" if self.remote == self.head else "behind")
             lines.insert(0, f"ledger ok: {self.entries} entries, {head}, {state}")
@@ -327,6 +329,8 @@ class Ledger:
             before = self.remote.read()
             if report.head is not None and before != report.head:
                 self.remote.write(report.head)
+            if report.head is not None and self.anchor is not None and report.anchor is None:
+                self.anchor.write(report.head)  # a state folder from before the local anchor
             return before, report.head
 
     def partial_line(self) -> tuple[int, int] | None:

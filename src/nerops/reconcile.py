@@ -43,7 +43,8 @@ class GovernanceReport:
 def verify(gov, *, catch_up: bool = False) -> GovernanceReport:
     report = gov.ledger.verify()
     notes = []
-    if catch_up and report.ok and gov.ledger.remote is not None and report.remote != report.head:
+    lagging = report.remote != report.head or (gov.ledger.anchor is not None and report.anchor is None)
+    if catch_up and report.ok and gov.ledger.remote is not None and report.head is not None and lagging:
         try:
             before, after = gov.ledger.catch_up()
             notes.append(
