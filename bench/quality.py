@@ -1,7 +1,8 @@
 """Model quality on the fixed test set: `quick` and `full` trained and scored in one run.
 
 Writes bench/results/quality.json and prints a table with training time, micro F1 (95 %
-bootstrap interval over documents), per-label F1 and the targets (quick >= 0.40, full >= 0.60).
+bootstrap interval over documents), per-label F1, the targets (quick >= 0.40, full >= 0.60)
+and the privacy audit of each model's files (personal strings of the training zip found: 0).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from nerops.data import LABELS
 from nerops.dataset import load_dataset
 from nerops.evaluation import score
 from nerops.model.config import get_config
+from nerops.model.personal import PersonalStrings, audit_folder
 from nerops.model.pipeline import Extractor, train_model
 from nerops.settings import get_settings
 
@@ -28,11 +30,13 @@ TARGETS = {"quick": 0.40, "full": 0.60}
 RESULTS = Path(__file__).parent / "results" / "quality.json"
 
 
-def run_config(name: str, dataset, workdir: Path) -> dict[str, object]:
+def run_config(name: str, dataset, workdir: Path, personal: PersonalStrings) -> dict[str, object]:
     config = get_config(name)
     started = time.perf_counter()
-    meta = train_model(dataset.train, config, workdir / name, dataset_version=dataset.version)
+    # the dev CVs are scored, and their names kept out of the model files like the training CVs'
+    meta = train_model(dataset.train, config, workdir / name, dev_docs=dataset.dev, dataset_version=dataset.version)
     train_seconds = time.perf_counter() - started
+    audit = audit_folder(workdir / name, personal)
     extractor = Extractor.load(workdir / name)
     started = time.perf_counter()
     predictions = extractor.predict_spans(doc.text for doc in dataset.test)
@@ -47,17 +51,19 @@ def run_config(name: str, dataset, workdir: Path) -> dict[str, object]:
         "per_label_f1": {label: result["per_label"][label]["f1"] for label in LABELS},
         "target_f1": TARGETS[name],
         "meets_target": result["micro"]["f1"] >= TARGETS[name],
+        "privacy_audit": {"ok": audit.ok, "found": audit.found, "searched": audit.searched},
     }
 
 
 def main() -> None:
     console = Console()
     dataset = load_dataset(get_settings())
+    personal = PersonalStrings.from_documents([*dataset.train, *dataset.dev])
     with tempfile.TemporaryDirectory() as tmp:
         rows = []
         for name in ("quick", "full"):
             console.print(f"training [bold]{name}[/] ...")
-            rows.append(run_config(name, dataset, Path(tmp)))
+            rows.append(run_config(name, dataset, Path(tmp), personal))
     report = {
         "benchmark": "quality",
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -70,7 +76,7 @@ def main() -> None:
     RESULTS.write_text(json.dumps(report, indent=2) + "\n")
 
     table = Table(title=f"Quality on the fixed test set ({len(dataset.test)} CVs), {os.cpu_count()} cores")
-    for column in ("config", "train s", "ms/CV", "P", "R", "micro F1 (95 % CI)", "target", ""):
+    for column in ("config", "train s", "ms/CV", "P", "R", "micro F1 (95 % CI)", "target", "", "personal strings"):
         table.add_column(column)
     for row in rows:
         micro = row["micro"]
@@ -84,6 +90,7 @@ def main() -> None:
             f"{micro['f1']:.3f} ({low:.3f}-{high:.3f})",
             f">= {row['target_f1']:.2f}",
             "ok" if row["meets_target"] else "MISSED",
+            str(sum(row["privacy_audit"]["found"].values())),
         )
     console.print(table)
     full, quick = rows[1], rows[0]

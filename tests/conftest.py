@@ -35,6 +35,15 @@ def synthetic_data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path
 
 
 @pytest.fixture(scope="session")
+def synthetic_personal(synthetic_data: tuple[Path, Path]):
+    """The synthetic training set's personal strings: what the gate's artifact audit looks for."""
+    from nerops.data import read_corpus
+    from nerops.model.personal import PersonalStrings
+
+    return PersonalStrings.from_documents(read_corpus(synthetic_data[0]))
+
+
+@pytest.fixture(scope="session")
 def tiny_model(synthetic_data: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A CRF trained for a few iterations on synthetic CVs: shared by every test that predicts."""
     return _train_tiny(synthetic_data, tmp_path_factory.mktemp("models") / "tiny", max_iterations=30)

@@ -35,7 +35,12 @@ def texts(n: int = 40) -> list[str]:
 
 @pytest.fixture(scope="module")
 def state(
-    tmp_path_factory: pytest.TempPathFactory, tiny_model: Path, reseeded_model: Path, weak_model: Path, synthetic_data
+    tmp_path_factory: pytest.TempPathFactory,
+    tiny_model: Path,
+    reseeded_model: Path,
+    weak_model: Path,
+    synthetic_data,
+    synthetic_personal,
 ):
     """A state folder whose registry holds v1 and v2 (approved: stage=prod) and v3 (a candidate); no champion yet."""
     from nerops.data import read_corpus
@@ -52,7 +57,7 @@ def state(
             model, dataset_version="synthetic", config_hash="cfg", git_commit="abc", libraries={}, params={}, metrics={}
         ).version
         if model is not weak_model:
-            assert run_gate(gov, version, docs, POLICY, test_sha256="0" * 64)[0].passed
+            assert run_gate(gov, version, docs, POLICY, test_sha256="0" * 64, personal=synthetic_personal)[0].passed
             gov.approve(version, reason="test")
     yield folder
     mp.undo()
@@ -270,7 +275,8 @@ def test_kill_9_of_one_deployment_worker(endpoint: LocalEndpoint):
     assert status["restarts"] >= 1 and status["alive"] and status["pid"] != victim["pid"]
     assert set(results["blue"]) == {200}, "the other deployment kept serving"
     failed = [code for code in results["green"] if code != 200]
-    assert failed and set(failed) <= {502, 503, 504}, "the dead worker's requests failed as server errors"
+    # in flight on the killed worker: 502; waiting longer than the wait for its replacement: 503; never a 504
+    assert 502 in failed and set(failed) <= {502, 503}, "the dead worker's requests failed as server errors"
     assert results["green"][-1] == 200, "green serves again after the restart"
 
 
@@ -304,7 +310,7 @@ def test_a_hung_worker_is_killed_and_restarted_while_the_other_deployment_serves
     status = client.deployment("green")["workers"][0]
     assert status["pid"] != victim["pid"] and status["alive"], "the hung worker was replaced"
     assert set(codes["blue"]) == {200} and len(codes["blue"]) > 3
-    assert codes["green"] and codes["green"][0] in (502, 504), "the request caught in the hang failed as a server error"
+    assert codes["green"] == [504], "the request caught in the hang timed out"
     call("green")
     assert codes["green"][-1] == 200
 

@@ -41,14 +41,14 @@ POLICY = GatePolicy(min_micro_f1=0.40, noninferiority_margin=0.02, max_latency_r
     ],
 )
 def test_decide(challenger, champion, diff, ci, passed, failed_checks):
-    result = decide(GateEvidence(challenger, champion, 50, diff, ci), POLICY)
+    result = decide(GateEvidence(challenger, champion, 50, diff, ci, personal_strings=0), POLICY)
     assert result.passed is passed
     assert [check.name for check in result.checks if not check.passed] == failed_checks
     assert len(result.reasons) >= 1
 
 
 def test_a_failed_gate_reads_as_sentences_with_values_and_thresholds():
-    result = decide(GateEvidence(scores("2", 0.388), scores("1", 0.517), 50, -0.13, (-0.163, -0.101)), POLICY)
+    result = decide(GateEvidence(scores("2", 0.388), scores("1", 0.517), 50, -0.13, (-0.163, -0.101), 0), POLICY)
     summary = result.summary()
     assert summary.startswith("v2 FAILED the gate against champion v1")
     assert "micro F1 0.388 < minimum 0.40" in summary
@@ -58,8 +58,8 @@ def test_a_failed_gate_reads_as_sentences_with_values_and_thresholds():
 
 def test_per_label_minima_are_configurable():
     policy = GatePolicy(min_label_f1={"Name": 0.7}, default_min_label_f1=0.0)
-    assert not decide(GateEvidence(scores("1", 0.5), None, 50), policy).passed  # Name 0.6 < 0.7
-    assert decide(GateEvidence(scores("1", 0.5, Name=0.75), None, 50), policy).passed
+    assert not decide(GateEvidence(scores("1", 0.5), None, 50, personal_strings=0), policy).passed  # Name 0.6 < 0.7
+    assert decide(GateEvidence(scores("1", 0.5, Name=0.75), None, 50, personal_strings=0), policy).passed
 
 
 GOLD = [[(0, 4, "Name"), (10, 14, "Degree")]] * 20
@@ -86,3 +86,19 @@ def test_paired_bootstrap_difference(a, b, expect_point, low_above, high_below):
 def test_paired_bootstrap_needs_the_same_documents():
     with pytest.raises(ValueError, match="same documents"):
         paired_bootstrap_diff([{}], [], samples=10)
+
+
+@pytest.mark.parametrize(
+    ("found", "passed", "message"),
+    [
+        (0, True, "no personal string of the training set in the model files"),
+        (3, False, "3 personal strings of the training set in the model files: refused"),
+        (None, False, "the model files were not audited for personal data"),  # fails closed
+    ],
+)
+def test_the_privacy_audit_decides_too(found, passed, message):
+    result = decide(GateEvidence(scores("2", 0.53), scores("1", 0.52), 50, 0.01, (-0.01, 0.03), found), POLICY)
+    check = next(check for check in result.checks if check.name == "privacy_audit")
+    assert (result.passed, check.passed, check.message) == (passed, passed, message)
+    if not passed:
+        assert message in result.summary()

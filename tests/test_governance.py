@@ -31,6 +31,15 @@ def test_docs(synthetic_data):
     return read_corpus(synthetic_data[1])
 
 
+PERSONAL = {}
+
+
+@pytest.fixture(autouse=True)
+def _personal(synthetic_personal) -> None:
+    """The training set's personal strings for :func:`gate` (the gate audits the model files for them)."""
+    PERSONAL["synthetic"] = synthetic_personal
+
+
 def register(gov: Governance, model_dir: Path, config_hash: str = "cfg") -> str:
     return gov.register(
         model_dir,
@@ -44,7 +53,7 @@ def register(gov: Governance, model_dir: Path, config_hash: str = "cfg") -> str:
 
 
 def gate(gov: Governance, version: str, docs) -> bool:
-    result, _ = run_gate(gov, version, docs, POLICY, test_sha256="0" * 64)
+    result, _ = run_gate(gov, version, docs, POLICY, test_sha256="0" * 64, personal=PERSONAL["synthetic"])
     return result.passed
 
 
@@ -88,7 +97,7 @@ def test_gate_rejects_the_weak_model_and_accepts_a_reseeded_retrain(
     make_champion(gov, champion)
 
     weak = register(gov, weak_model)
-    result, details = run_gate(gov, weak, test_docs, POLICY, test_sha256="0" * 64)
+    result, details = run_gate(gov, weak, test_docs, POLICY, test_sha256="0" * 64, personal=PERSONAL["synthetic"])
     assert not result.passed
     assert any("lower bound not above the allowed -0.020" in reason for reason in result.reasons)
     assert f"v{weak} FAILED the gate against champion v{champion}" in result.summary()

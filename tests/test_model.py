@@ -144,3 +144,80 @@ def test_full_style_features_train_save_and_load(synthetic_data, tmp_path: Path)
     found = {(e["start"], e["end"], e["label"]) for e in extractor.predict(text)}
     gold = {(s.start, s.end, s.label) for s in docs[0].spans}
     assert len(found & gold) >= len(gold) // 2
+
+
+def _tiny_tagger(tmp_path: Path, scheme: str):
+    """A CRF trained in milliseconds on hand-made sequences: ``n`` (name-like) tokens are entities."""
+    import pycrfsuite
+
+    trainer = pycrfsuite.Trainer(verbose=False)
+    rng = random.Random(0)
+    for _ in range(40):
+        words = [rng.choice("nnox") for _ in range(8)]
+        tags, i = ["O"] * len(words), 0
+        while i < len(words):
+            if words[i] == "n":
+                j = i
+                while j + 1 < len(words) and words[j + 1] == "n":
+                    j += 1
+                if scheme == "bilou" and i == j:
+                    tags[i] = "U-Name"
+                else:
+                    tags[i] = "B-Name"
+                    for k in range(i + 1, j + 1):
+                        tags[k] = "L-Name" if scheme == "bilou" and k == j else "I-Name"
+                i = j + 1
+            else:
+                i += 1
+        trainer.append([[f"w={w}"] for w in words], tags)
+    trainer.set_params({"max_iterations": 30})
+    trainer.train(str(tmp_path / "m.crfsuite"))
+    tagger = pycrfsuite.Tagger()
+    tagger.open(str(tmp_path / "m.crfsuite"))
+    return tagger
+
+
+def _valid(tags: list[str], scheme: str) -> bool:
+    previous = "O"
+    for tag in [*tags, "O"]:
+        kind = tag[0]
+        if kind in ("I", "L") and (previous[0] not in ("B", "I") or previous[2:] != tag[2:]):
+            return False
+        if scheme == "bilou" and previous[0] in ("B", "I") and kind not in ("I", "L"):
+            return False
+        previous = tag
+    return True
+
+
+@pytest.mark.parametrize("scheme", ["bio", "bilou"])
+@pytest.mark.parametrize("penalty", [0.5, 2.0, 8.0])
+def test_posterior_decoding_gives_valid_sequences_and_more_entities_with_a_higher_penalty(
+    tmp_path: Path, scheme: str, penalty: float
+):
+    from nerops.model.components import PosteriorDecoder
+
+    tagger = _tiny_tagger(tmp_path, scheme)
+    rng = random.Random(5)
+    sequences = [[[f"w={rng.choice('nnoxq')}"] for _ in range(rng.randint(1, 12))] for _ in range(60)]
+    low, high = PosteriorDecoder(tagger.labels(), penalty), PosteriorDecoder(tagger.labels(), penalty * 4)
+    outside_low = outside_high = 0
+    for features in sequences:
+        tags_low, tags_high = low(tagger, features), high(tagger, features)
+        assert len(tags_low) == len(features)
+        assert _valid(tags_low, scheme) and _valid(tags_high, scheme), (tags_low, tags_high)
+        outside_low += tags_low.count("O")
+        outside_high += tags_high.count("O")
+    assert outside_high <= outside_low, "a higher O penalty never tags more tokens O"
+
+
+def test_name_propagation_tags_the_other_occurrences_of_a_found_name():
+    from spacy.tokens import Span
+
+    from nerops.model.components import blank_pipeline, propagate_entities
+
+    doc = blank_pipeline().make_doc("Ann Lee  Analyst  References: Ann Lee, and Ann Leeds  Ann Lee")
+    doc.ents = [Span(doc, 0, 2, label="Name"), Span(doc, 3, 4, label="Designation")]
+    ents = propagate_entities(doc, ["Name"])
+    names = sorted((e.start_char, e.end_char) for e in ents if e.label_ == "Name")
+    assert names == [(0, 7), (30, 37), (54, 61)], "whole words only: 'Ann Leeds' is not 'Ann Lee'"
+    assert propagate_entities(doc, ["Designation"]) == list(doc.ents)  # "Analyst" occurs once

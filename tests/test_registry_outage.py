@@ -76,7 +76,7 @@ def server(tracking_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
 
 def test_registry_outage_fails_closed_while_the_ledger_goes_on(
-    server: MlflowServer, tiny_model: Path, reseeded_model: Path, synthetic_data, tmp_path: Path
+    server: MlflowServer, tiny_model: Path, reseeded_model: Path, synthetic_data, synthetic_personal, tmp_path: Path
 ):
     registry = MlflowRegistry(server.url, f"ner-{uuid.uuid4().hex[:8]}", artifact_root=(tmp_path / "art").as_uri())
     ledger = Ledger(tmp_path / "ledger.jsonl", FileAnchor(tmp_path / "head.json"), remote=RegistryAnchor(registry))
@@ -95,7 +95,7 @@ def test_registry_outage_fails_closed_while_the_ledger_goes_on(
                 metrics={},
             ).version  # fmt: skip
         )
-    assert run_gate(gov, versions[0], docs, POLICY, test_sha256="0" * 64)[0].passed
+    assert run_gate(gov, versions[0], docs, POLICY, test_sha256="0" * 64, personal=synthetic_personal)[0].passed
     gov.approve(versions[0], reason="first")
     gov.set_champion(versions[0], expected=None, reason="first")
     assert registry.alias_version("champion") == versions[0]
@@ -105,7 +105,7 @@ def test_registry_outage_fails_closed_while_the_ledger_goes_on(
     with pytest.raises(TransientBackendError, match=f"MLflow registry at {server.url}"):
         registry.alias_version("champion")  # never "no champion"
     with pytest.raises(TransientBackendError, match=f"MLflow registry at {server.url}: read version {versions[1]}"):
-        run_gate(gov, versions[1], docs, POLICY, test_sha256="0" * 64)  # no pass against the thresholds alone
+        run_gate(gov, versions[1], docs, POLICY, test_sha256="0" * 64, personal=synthetic_personal)  # fails closed
     assert len(ledger.entries()) == entries_before, "no gate decision was recorded"
     change = {"after": {"traffic": {"blue": 100}, "mirror": {}}}
     entry = ledger.append("traffic_change", subject={"endpoint": "resume-ner"}, evidence=change)

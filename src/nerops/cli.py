@@ -209,6 +209,28 @@ def status(as_json: bool) -> None:
     click.echo(report.to_json() if as_json else report.describe())
 
 
+@main.command("audit-artifacts")
+@click.option("--model", "model_ref", required=True, help="A model folder, a version number or an alias.")
+@click.option(
+    "--data",
+    "data_path",
+    type=click.Path(path_type=Path, exists=True),
+    default=None,
+    help="The training zip whose personal strings are looked for (default: the dataset's training zip).",
+)
+def audit_artifacts(model_ref: str, data_path: Path | None) -> None:
+    """Scan a model's files for the training set's e-mails, phones, URLs and names; counts only (JSON).
+
+    Exits 1 when any is found: the gate refuses such a model.
+    """
+    from nerops.lifecycle import audit_artifacts as audit
+
+    result = audit(model_ref, data_path)
+    click.echo(json.dumps(result, indent=2))
+    click.secho(result["summary"], fg="green" if result["ok"] else "red", err=True)
+    sys.exit(0 if result["ok"] else 1)
+
+
 @main.command()
 def models() -> None:
     """List registered versions: stage, aliases, test F1, last gate verdict."""

@@ -7,7 +7,10 @@ Checks, each with its value, threshold and a sentence:
 - ``non_inferiority``   lower bound of the 95 % paired bootstrap interval of (challenger - champion)
                         micro F1 > -margin (skipped, and said so, when there is no champion);
 - ``latency``           median per-document prediction time, both models timed interleaved in the
-                        same run, challenger / champion <= the allowed ratio.
+                        same run, challenger / champion <= the allowed ratio;
+- ``privacy_audit``     no personal string of the training set (e-mail, phone, URL, name) in the
+                        challenger's model files (:mod:`nerops.model.personal`); fails when the
+                        audit did not run.
 
 A failed gate is a value with readable reasons, not an exception.
 """
@@ -53,6 +56,8 @@ class GateEvidence:
     documents: int
     f1_diff: float | None = None
     f1_diff_ci95: tuple[float, float] | None = None
+    personal_strings: int | None = None
+    """Personal strings of the training set found in the challenger's files; None: not audited."""
 
 
 @dataclass(frozen=True)
@@ -110,12 +115,22 @@ def decide(evidence: GateEvidence, policy: GatePolicy) -> GateResult:
     if not low_labels:
         checks.append(Check("min_label_f1", True, None, None, "every label meets its minimum F1"))
     checks += _champion_checks(evidence, policy)
+    checks.append(_privacy_check(evidence.personal_strings))
     return GateResult(
         passed=all(check.passed for check in checks),
         checks=tuple(checks),
         challenger=ch.version,
         champion=evidence.champion.version if evidence.champion else None,
     )
+
+
+def _privacy_check(found: int | None) -> Check:
+    if found is None:
+        return Check("privacy_audit", False, None, 0, "the model files were not audited for personal data")
+    if found:
+        message = f"{found} personal strings of the training set in the model files: refused"
+        return Check("privacy_audit", False, found, 0, message)
+    return Check("privacy_audit", True, 0, 0, "no personal string of the training set in the model files")
 
 
 def _champion_checks(evidence: GateEvidence, policy: GatePolicy) -> list[Check]:

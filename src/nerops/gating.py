@@ -7,14 +7,17 @@ document), so the latency ratio compares like with like on a shared, noisy machi
 from __future__ import annotations
 
 import statistics
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from nerops.data import LABELS, Document
 from nerops.evaluation import doc_counts, paired_bootstrap_diff, score
 from nerops.gate import GateEvidence, GatePolicy, GateResult, ModelScores, decide
 from nerops.governance import Governance
+from nerops.model.personal import PersonalStrings, audit_folder
 from nerops.model.pipeline import Extractor
 
 
@@ -49,17 +52,28 @@ def _scores(version: str, report: dict, latencies: list[float]) -> ModelScores:
 
 
 def run_gate(
-    gov: Governance, version: str, docs: Sequence[Document], policy: GatePolicy, *, test_sha256: str
+    gov: Governance,
+    version: str,
+    docs: Sequence[Document],
+    policy: GatePolicy,
+    *,
+    test_sha256: str,
+    personal: PersonalStrings | None,
 ) -> tuple[GateResult, dict[str, object]]:
     """Gate ``version`` against the current champion (the ledger's); write the decision to the ledger and tags.
 
     Fails closed: a registry failure raises (a transient error) and never turns into "no champion".
+    ``personal`` is the training set's personal strings: the challenger's files are audited for
+    them (counts only reach the evidence); with None the audit cannot run and the gate fails.
     """
     challenger_version = gov.resolve(version)
     champion_version = gov.state().champion
     if champion_version == challenger_version:
         champion_version = None
-    models = [gov.load(challenger_version)]
+    with tempfile.TemporaryDirectory(prefix="nerops-gate-") as tmp:
+        folder = gov.check_lineage(challenger_version, Path(tmp))
+        audit = audit_folder(folder, personal) if personal is not None else None
+        models = [Extractor.load(folder)]
     if champion_version:
         models.append(gov.load(champion_version))
     measured = measure(models, docs)
@@ -76,7 +90,7 @@ def run_gate(
             per_doc[0], per_doc[1], samples=policy.bootstrap_samples, seed=policy.seed
         )
         ci = (low, high)
-    evidence = GateEvidence(challenger, champion, len(docs), diff, ci)
+    evidence = GateEvidence(challenger, champion, len(docs), diff, ci, audit.total if audit else None)
     result = decide(evidence, policy)
     details: dict[str, object] = {
         "test_set": {"documents": len(docs), "sha256": test_sha256},
@@ -88,6 +102,7 @@ def run_gate(
         else None,
         "f1_diff": diff,
         "f1_diff_ci95": list(ci) if ci else None,
+        "privacy_audit": {k: v for k, v in audit.as_dict().items() if k != "folder"} if audit else None,
     }
     gov.record_gate(result, details)
     return result, details

@@ -12,10 +12,12 @@ from pathlib import Path
 
 from nerops.actors import acted_by
 from nerops.dataset import load_dataset, resolve_zips
+from nerops.errors import ConfigurationError
 from nerops.gate import GatePolicy
 from nerops.governance import Governance, RegistryAnchor
 from nerops.ledger import FileAnchor, Ledger
 from nerops.model.config import get_config
+from nerops.model.personal import PersonalStrings
 from nerops.model.pipeline import Progress, library_versions, train_model
 from nerops.registry import get_registry
 from nerops.registry.lineage import git_commit
@@ -110,10 +112,15 @@ def gate_version(version: str, policy: GatePolicy | None = None, *, actor: str |
     from nerops.data import read_corpus, sha256_file
     from nerops.gating import run_gate
 
-    test_zip = resolve_zips(get_settings())[1]
+    train_zip, test_zip = resolve_zips(get_settings())
     gov = open_governance(actor=actor)
     result, details = run_gate(
-        gov, version, read_corpus(test_zip), policy or GatePolicy(), test_sha256=sha256_file(test_zip)
+        gov,
+        version,
+        read_corpus(test_zip),
+        policy or GatePolicy(),
+        test_sha256=sha256_file(test_zip),
+        personal=PersonalStrings.from_documents(read_corpus(train_zip)),
     )
     return {"passed": result.passed, "summary": result.summary(), "reasons": result.reasons, **details}
 
@@ -153,3 +160,29 @@ def reconcile_registry(*, actor: str | None = None) -> list[str]:
 def champion_version() -> str | None:
     """The champion according to the ledger."""
     return open_governance().state().champion
+
+
+def audit_artifacts(ref: str, data_path: Path | None = None) -> dict[str, object]:
+    """Scan a model folder, or a registered version (downloaded and lineage-checked), for the
+    training set's personal strings; counts only."""
+    from nerops.data import read_corpus
+    from nerops.model.personal import audit_folder
+
+    train_zip = Path(data_path) if data_path else resolve_zips(get_settings())[0]
+    personal = PersonalStrings.from_documents(read_corpus(train_zip))
+    if Path(ref).is_dir():
+        report = audit_folder(Path(ref), personal)
+        if report.files == 0:
+            raise ConfigurationError(f"{ref}: an empty folder, not a model")
+        return {"model": ref, **report.as_dict(), "summary": report.describe()}
+    if "/" in ref or "\\" in ref or ref.startswith((".", "~")) or Path(ref).exists():
+        raise ConfigurationError(f"{ref}: no such model folder (give a folder, a version number or an alias)")
+    import tempfile
+
+    gov = open_governance()
+    version = gov.resolve(ref)
+    with tempfile.TemporaryDirectory(prefix="nerops-audit-") as tmp:
+        report = audit_folder(gov.check_lineage(version, Path(tmp)), personal)
+    result = {"model": f"{gov.model} v{version}", **report.as_dict(), "summary": report.describe()}
+    result.pop("folder")
+    return result

@@ -48,6 +48,22 @@ class Settings(BaseSettings):
         "(default: an endpoint named like the model). Its stable deployment serves the champion.",
     )
 
+    endpoint_request_timeout_s: float = Field(
+        default=30.0, gt=0, description="Local endpoint: a worker that answers nothing for this long gives a 504."
+    )
+    endpoint_acquire_timeout_s: float = Field(
+        default=5.0, gt=0, description="Local endpoint: a request that finds no free live worker this long gets a 503."
+    )
+    endpoint_health_interval_s: float = Field(
+        default=2.0, gt=0, description="Local endpoint: seconds between worker health checks (3 failures: restart)."
+    )
+    endpoint_restart_backoff_s: float = Field(
+        default=0.5, gt=0, description="Local endpoint: first wait before starting a failed worker again (doubles)."
+    )
+    endpoint_start_attempts: int = Field(
+        default=4, ge=1, description="Local endpoint: failed starts in a row before a deployment is marked down."
+    )
+
     @cached_property
     def state(self) -> Path:
         """The state folder as an absolute path, created on first use."""

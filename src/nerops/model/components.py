@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pycrfsuite
 import spacy
 from spacy.language import Language
@@ -17,15 +19,12 @@ from spacy.tokens import Doc, Span
 from spacy.util import filter_spans
 
 from nerops.model.features import Gazetteer, content_tokens, doc_features
+from nerops.model.personal import EMAIL, PHONE
 
 GAZETTEER_FILE = "gazetteer.json"
 PHONE_LABEL = "Phone"
 EMAIL_LABEL = "Email Address"
 
-_EMAIL = re.compile(r"(?<![\w.+-])[\w.+-]+@[\w-]+(?:\.[\w-]+)+(?<![.-])")
-_PHONE = re.compile(
-    r"(?<![\w+])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{2,4}\)\s?|\d{2,4}[\s.-])\d{3,4}[\s.-]?\d{3,4}(?![\w])"
-)
 _EXTRA_INFIXES = (r"[/|•·]", r"(?<=[\w)]),(?=\S)", r"(?<=\w)[()](?=\w)")
 
 
@@ -85,20 +84,113 @@ def spans_from_tags(doc: Doc, tags: list[str]) -> list[Span]:
     return spans
 
 
+class PosteriorDecoder:
+    """Best valid tag sequence under the CRF's per-token marginals, with the ``O`` tag penalised.
+
+    The score of a sequence is the sum of its tags' log marginal probabilities, minus
+    ``o_penalty`` for every ``O``; only valid sequences are considered: ``I-X`` (and in BILOU
+    ``L-X``) only after ``B-X`` or ``I-X``, and in BILOU nothing else after ``B-`` or ``I-``.
+    A penalty above zero trades precision for recall. Tokens whose ``O`` marginal is above
+    :attr:`CERTAIN` are fixed to ``O`` (and split the sequence), which saves most of the work.
+    """
+
+    CERTAIN = 0.99
+
+    def __init__(self, labels: list[str], o_penalty: float) -> None:
+        self.labels = labels
+        bilou = any(label[:2] in ("L-", "U-") for label in labels)
+        inside = np.array([label[:2] in ("B-", "I-") for label in labels])
+        continues = np.array([label[:2] in (("I-", "L-") if bilou else ("I-",)) for label in labels])
+        same = np.array([[a[2:] == b[2:] for b in labels] for a in labels])
+        # in BILOU an entity must be closed (L-) before anything else; in BIO it just stops
+        opens = inside if bilou else np.zeros(len(labels), dtype=bool)
+        allowed = np.where(continues[None, :], inside[:, None] & same, ~opens[:, None])
+        self._transitions = np.where(allowed, 0.0, -np.inf)
+        self._start = np.where(continues, -np.inf, 0.0)
+        self._end = np.where(opens, -np.inf, 0.0)
+        self._bias = np.array([-o_penalty if label == "O" else 0.0 for label in labels])
+
+    def __call__(self, tagger: pycrfsuite.Tagger, features: list[list[str]]) -> list[str]:
+        tagger.set(features)
+        n = len(features)
+        p_outside = [tagger.marginal("O", t) for t in range(n)]
+        tags = ["O"] * n
+        t = 0
+        while t < n:
+            if p_outside[t] > self.CERTAIN:
+                t += 1
+                continue
+            start = t
+            while t < n and p_outside[t] <= self.CERTAIN:
+                t += 1
+            tags[start:t] = self._viterbi(tagger, start, t)
+        return tags
+
+    def _viterbi(self, tagger: pycrfsuite.Tagger, start: int, end: int) -> list[str]:
+        """Best tags for positions ``start:end``, with ``O`` (or the sequence edge) on both sides."""
+        marginal = tagger.marginal
+        probabilities = np.array([[marginal(label, t) for label in self.labels] for t in range(start, end)])
+        emissions = np.log(np.maximum(probabilities, 1e-12)) + self._bias
+        n, size = emissions.shape
+        columns = np.arange(size)
+        back = np.zeros((n, size), dtype=np.intp)
+        score = emissions[0] + self._start
+        for t in range(1, n):
+            candidates = score[:, None] + self._transitions
+            back[t] = candidates.argmax(axis=0)
+            score = candidates[back[t], columns] + emissions[t]
+        best = [int(np.argmax(score + self._end))]
+        for t in range(n - 1, 0, -1):
+            best.append(int(back[t, best[-1]]))
+        return [self.labels[i] for i in reversed(best)]
+
+
+def propagate_entities(doc: Doc, labels: Sequence[str]) -> list[Span]:
+    """``doc.ents`` plus every other occurrence, as whole words, of an entity text of one of ``labels``.
+
+    In the resume data a person's name is labelled wherever it occurs (the anonymised name
+    also replaces referees' names), so one found occurrence gives the others.
+    """
+    ents = list(doc.ents)
+    wanted = {ent.text: ent.label_ for ent in ents if ent.label_ in labels}
+    taken = [(ent.start, ent.end) for ent in ents]
+    for text, label in wanted.items():
+        for match in re.finditer(rf"(?<!\w){re.escape(text)}(?!\w)", doc.text):
+            span = doc.char_span(match.start(), match.end(), label=label)
+            if span is not None and not any(span.start < end and start < span.end for start, end in taken):
+                ents.append(span)
+                taken.append((span.start, span.end))
+    return ents
+
+
 class CRFEntityRecognizer:
     """Tags content tokens with a linear-chain CRF (python-crfsuite) and sets ``doc.ents``.
 
     With ``gazetteer`` on, the component holds the training data's :class:`Gazetteer` (saved
-    next to the CRF model); with ``line_features`` on, the CRF also sees the line layout.
+    next to the CRF model); with ``line_features`` on, the CRF also sees the line layout. With
+    ``o_penalty`` 0 it tags with the CRF's Viterbi path, above 0 with a :class:`PosteriorDecoder`.
+    Entities of the ``propagate`` labels are then copied to the other occurrences of their text.
     """
 
-    def __init__(self, nlp: Language, name: str, window: int, line_features: bool, gazetteer: bool) -> None:
+    def __init__(
+        self,
+        nlp: Language,
+        name: str,
+        window: int,
+        line_features: bool,
+        gazetteer: bool,
+        o_penalty: float,
+        propagate: list[str],
+    ) -> None:
         self.name = name
         self.window = window
         self.line_features = line_features
         self.use_gazetteer = gazetteer
+        self.o_penalty = o_penalty
+        self.propagate = list(propagate)
         self.gazetteer: Gazetteer | None = None
         self._tagger: pycrfsuite.Tagger | None = None
+        self._decoder: PosteriorDecoder | None = None
         self._model_path: Path | None = None
 
     def __call__(self, doc: Doc) -> Doc:
@@ -108,8 +200,13 @@ class CRFEntityRecognizer:
             raise RuntimeError(f"{self.name}: the gazetteer is on but none is loaded")
         if not len(doc):
             return doc
-        tags = self._tagger.tag(self.features(doc))
+        features = self.features(doc)
+        if not features:
+            return doc
+        tags = self._decoder(self._tagger, features) if self._decoder else self._tagger.tag(features)
         doc.ents = filter_spans(spans_from_tags(doc, tags))
+        if self.propagate:
+            doc.ents = filter_spans(propagate_entities(doc, self.propagate))
         return doc
 
     def features(self, doc: Doc) -> list[list[str]]:
@@ -124,6 +221,8 @@ class CRFEntityRecognizer:
         tagger = pycrfsuite.Tagger()
         tagger.open(str(model_path))
         self._tagger, self._model_path = tagger, model_path
+        labels = tagger.labels()
+        self._decoder = PosteriorDecoder(labels, self.o_penalty) if self.o_penalty > 0 and "O" in labels else None
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -139,7 +238,13 @@ class CRFEntityRecognizer:
         if self.use_gazetteer and self.gazetteer is None:
             raise RuntimeError(f"{self.name}: nothing to save, the gazetteer is on but not built")
         (path / "model.crfsuite").write_bytes(self._model_path.read_bytes())
-        cfg = {"window": self.window, "line_features": self.line_features, "gazetteer": self.use_gazetteer}
+        cfg = {
+            "window": self.window,
+            "line_features": self.line_features,
+            "gazetteer": self.use_gazetteer,
+            "o_penalty": self.o_penalty,
+            "propagate": self.propagate,
+        }
         (path / "cfg.json").write_text(json.dumps(cfg))
         if self.use_gazetteer and self.gazetteer is not None:
             (path / GAZETTEER_FILE).write_text(json.dumps(self.gazetteer.to_dict(), ensure_ascii=False))
@@ -152,16 +257,27 @@ class CRFEntityRecognizer:
         return self
 
 
-@Language.factory("nerops_crf_ner", default_config={"window": 2, "line_features": False, "gazetteer": False})
-def make_crf_ner(nlp: Language, name: str, window: int, line_features: bool, gazetteer: bool) -> CRFEntityRecognizer:
-    return CRFEntityRecognizer(nlp, name, window, line_features, gazetteer)
+@Language.factory(
+    "nerops_crf_ner",
+    default_config={"window": 2, "line_features": False, "gazetteer": False, "o_penalty": 0.0, "propagate": []},
+)
+def make_crf_ner(
+    nlp: Language,
+    name: str,
+    window: int,
+    line_features: bool,
+    gazetteer: bool,
+    o_penalty: float,
+    propagate: list[str],
+) -> CRFEntityRecognizer:
+    return CRFEntityRecognizer(nlp, name, window, line_features, gazetteer, o_penalty, propagate)
 
 
 @Language.component("nerops_contact_rules")
 def contact_rules(doc: Doc) -> Doc:
     """E-mail and phone by pattern: an e-mail replaces what overlaps it; a phone only fills gaps."""
-    emails = _matches(doc, _EMAIL, EMAIL_LABEL)
-    phones = _matches(doc, _PHONE, PHONE_LABEL)
+    emails = _matches(doc, EMAIL, EMAIL_LABEL)
+    phones = _matches(doc, PHONE, PHONE_LABEL)
     kept = [ent for ent in doc.ents if ent.label_ != EMAIL_LABEL and not _overlaps(ent, emails)]
     kept += emails
     kept += [phone for phone in phones if not _overlaps(phone, kept)]

@@ -25,6 +25,8 @@ from typing import Any
 
 from spacy.tokens import Doc, Span, Token
 
+from nerops.model.personal import PERSONAL_LABELS, shaped_kinds
+
 SECTION_WORDS: dict[str, str] = {
     "education": "education",
     "academic": "education",
@@ -73,12 +75,31 @@ def content_tokens(doc: Doc) -> list[Token]:
 
 
 def doc_features(
-    doc: Doc, window: int = 2, *, gazetteer: Gazetteer | None = None, line_features: bool = False
+    doc: Doc,
+    window: int = 2,
+    *,
+    gazetteer: Gazetteer | None = None,
+    line_features: bool = False,
+    hidden: frozenset[str] = frozenset(),
+    name_tokens: frozenset[int] = frozenset(),
 ) -> list[list[str]]:
-    """One feature list per content token of ``doc``."""
+    """One feature list per content token of ``doc``.
+
+    Privacy (see :mod:`nerops.model.personal`): e-mail-, phone- and URL-shaped tokens are
+    described by their kind (``lower=<email>``), never by their text. At training time,
+    ``hidden`` words (names not common outside names) get no word, affix or bigram feature, and
+    no bigram is formed inside ``name_tokens`` (the indices of tokens in Name spans).
+    """
     tokens = content_tokens(doc)
     n = len(tokens)
-    base = [_token_features(doc, token) for token in tokens]
+    kinds = shaped_kinds(doc, tokens)
+    words = [_word(token, kind, hidden) for token, kind in zip(tokens, kinds, strict=True)]
+    base = [
+        _token_features(doc, token, word, kind, hidden) for token, word, kind in zip(tokens, words, kinds, strict=True)
+    ]
+    shapes = [token.shape_ for token in tokens]
+    bols = [feats[-1] for feats in base]
+    in_name = [token.i in name_tokens for token in tokens]
     sections = _sections(doc, tokens)
     extra: list[list[str]] = [[] for _ in tokens]
     if gazetteer is not None:
@@ -88,36 +109,44 @@ def doc_features(
         for feats, layout_feats in zip(extra, _line_features(doc, tokens), strict=True):
             feats += layout_feats
     out: list[list[str]] = []
-    for i, token in enumerate(tokens):
+    for i in range(n):
         feats = ["bias", *base[i], f"sec={sections[i]}", f"pos={_position_bucket(i, n)}", *extra[i]]
         for offset in range(-window, window + 1):
             if offset == 0:
                 continue
             j = i + offset
             if 0 <= j < n:
-                lower, shape, bol = base[j][0], base[j][1], base[j][-1]
-                feats += [f"{offset}:{lower}", f"{offset}:{shape}", f"{offset}:{bol}"]
+                if words[j] is not None:
+                    feats.append(f"{offset}:lower={words[j]}")
+                feats += [f"{offset}:shape={shapes[j]}", f"{offset}:{bols[j]}"]
             else:
                 feats.append(f"{offset}:pad")
-        if i > 0:
-            feats.append(f"bi-1={tokens[i - 1].lower_}|{token.lower_}")
-        if i + 1 < n:
-            feats.append(f"bi+1={token.lower_}|{tokens[i + 1].lower_}")
+        for j, name in ((i - 1, "bi-1"), (i + 1, "bi+1")):
+            if 0 <= j < n and words[i] is not None and words[j] is not None and not (in_name[i] and in_name[j]):
+                first, second = (words[j], words[i]) if j < i else (words[i], words[j])
+                feats.append(f"{name}={first}|{second}")
         out.append(feats)
     return out
 
 
-def _token_features(doc: Doc, token: Token) -> list[str]:
+def _word(token: Token, kind: str | None, hidden: frozenset[str]) -> str | None:
+    """What the features may say of a token's text: its lower case, its kind, or nothing."""
+    if kind is not None:
+        return f"<{kind}>"
+    return None if token.lower_ in hidden else token.lower_
+
+
+def _token_features(
+    doc: Doc, token: Token, word: str | None, kind: str | None, hidden: frozenset[str] = frozenset()
+) -> list[str]:
     text = token.text
-    lower = token.lower_
-    feats = [
-        f"lower={lower}",
-        f"shape={token.shape_}",
-        f"pre3={lower[:3]}",
-        f"suf3={lower[-3:]}",
-        f"suf2={lower[-2:]}",
-        f"len={min(len(text), 12)}",
-    ]
+    feats = [f"shape={token.shape_}", f"len={min(len(text), 12)}"]
+    if word is not None:
+        feats.append(f"lower={word}")
+        if kind is None:
+            # an affix of another word can spell a short hidden name ("dan" in "dance"): left out too
+            affixes = (("pre3", word[:3]), ("suf3", word[-3:]), ("suf2", word[-2:]))
+            feats += [f"{name}={affix}" for name, affix in affixes if affix not in hidden]
     if token.is_title:
         feats.append("title")
     if token.is_upper:
@@ -126,10 +155,12 @@ def _token_features(doc: Doc, token: Token) -> list[str]:
         feats.append("digit")
     if token.like_num:
         feats.append("num")
-    if token.like_email:
+    if token.like_email or kind == "email":
         feats.append("email")
-    if token.like_url:
+    if token.like_url or kind == "url":
         feats.append("url")
+    if kind == "phone":
+        feats.append("phone")
     if token.is_punct:
         feats.append("punct")
     if _YEAR.match(text):
@@ -269,13 +300,24 @@ class Gazetteer:
         self._keys = {tuple(phrase.split(" ")): counts for phrase, counts in phrases.items()}
 
     @classmethod
-    def build(cls, docs: Sequence[tuple[Doc, Sequence[Span]]]) -> Gazetteer:
-        """From documents with their gold entity spans."""
+    def build(cls, docs: Sequence[tuple[Doc, Sequence[Span]]], hidden: frozenset[str] = frozenset()) -> Gazetteer:
+        """From documents with their gold entity spans.
+
+        Personal labels are left out, and so is every phrase with a ``hidden`` word or an
+        e-mail-, phone- or URL-shaped token: a gazetteer is saved with the model.
+        """
+        hidden_keys = {normalise(word) for word in hidden}
         phrases: dict[tuple[str, ...], Counter[str]] = defaultdict(Counter)
         words: dict[str, Counter[str]] = defaultdict(Counter)
-        for _, spans in docs:
+        for doc, spans in docs:
+            tokens = content_tokens(doc)
+            shaped = {token.i for token, kind in zip(tokens, shaped_kinds(doc, tokens), strict=True) if kind}
             for span in spans:
+                if span.label_ in PERSONAL_LABELS or any(token.i in shaped for token in span):
+                    continue
                 key = tuple(normalise(token.text) for token in span if not token.is_space)
+                if hidden_keys.intersection(key):
+                    continue
                 if 0 < len(key) <= MAX_PHRASE:
                     phrases[key][span.label_] += 1
                 for word in key:
@@ -329,12 +371,15 @@ def _labelled(counts: dict[str, int]) -> list[tuple[str, str]]:
     return [(label, _ratio_bucket(count / occurrences)) for label, count in counts.items() if label]
 
 
-def cross_gazetteers(docs: Sequence[tuple[Doc, Sequence[Span]]], folds: int, seed: int = 0) -> list[Gazetteer]:
+def cross_gazetteers(
+    docs: Sequence[tuple[Doc, Sequence[Span]]], folds: int, seed: int = 0, hidden: frozenset[str] = frozenset()
+) -> list[Gazetteer]:
     """For each training document, a gazetteer built from the documents of the other folds."""
     order = list(range(len(docs)))
     random.Random(seed).shuffle(order)
     fold_of = {index: rank % folds for rank, index in enumerate(order)}
     per_fold = [
-        Gazetteer.build([doc for index, doc in enumerate(docs) if fold_of[index] != fold]) for fold in range(folds)
+        Gazetteer.build([doc for index, doc in enumerate(docs) if fold_of[index] != fold], hidden)
+        for fold in range(folds)
     ]
     return [per_fold[fold_of[index]] for index in range(len(docs))]

@@ -28,6 +28,7 @@ from nerops.evaluation import score
 from nerops.model import components
 from nerops.model.config import TrainConfig
 from nerops.model.features import Gazetteer, cross_gazetteers, doc_features
+from nerops.model.personal import hidden_words, name_spans, name_token_ids
 
 Progress = Callable[[str, int, int], None]
 """``progress(phase, done, total)``: called as training goes."""
@@ -175,12 +176,20 @@ def train_model(
         random.Random(config.seed).shuffle(docs)
         docs = docs[: max(1, round(len(docs) * config.train_fraction))]
 
-    nlp = components.blank_pipeline()
     report = AlignmentReport()
-    aligned = [align(nlp, document, report) for document in docs]
-    gazetteer = Gazetteer.build(aligned) if config.gazetteer_folds else None
+    # this pipeline's string store fills with the training text: it is never saved
+    reader = components.blank_pipeline()
+    aligned = [align(reader, document, report) for document in docs]
+    names = [name_spans(doc, document) for (doc, _), document in zip(aligned, docs, strict=True)]
+    # names of the dev CVs too: the whole training zip's names stay out of the model files
+    named = [(doc, spans) for (doc, _), spans in zip(aligned, names, strict=True)]
+    for document in dev_docs:
+        doc = reader.make_doc(document.text)
+        named.append((doc, name_spans(doc, document)))
+    hidden = hidden_words(named)
+    gazetteer = Gazetteer.build(aligned, hidden) if config.gazetteer_folds else None
     # each document sees a gazetteer built without it, as unseen text will at prediction time
-    doc_gazetteers = cross_gazetteers(aligned, config.gazetteer_folds, config.seed) if gazetteer else None
+    doc_gazetteers = cross_gazetteers(aligned, config.gazetteer_folds, config.seed, hidden) if gazetteer else None
     trainer = _ProgressTrainer(progress, config.max_iterations)
     for i, (doc, spans) in enumerate(aligned, 1):
         features = doc_features(
@@ -188,6 +197,8 @@ def train_model(
             config.window,
             gazetteer=doc_gazetteers[i - 1] if doc_gazetteers else None,
             line_features=config.line_features,
+            hidden=hidden,
+            name_tokens=name_token_ids(names[i - 1]),
         )
         trainer.append(features, components.bio_tags(doc, spans, config.tag_scheme))
         progress("features", i, len(docs))
@@ -203,12 +214,15 @@ def train_model(
     with tempfile.TemporaryDirectory() as tmp:
         crf_path = Path(tmp) / "model.crfsuite"
         trainer.train(str(crf_path))
+        nlp = components.blank_pipeline()  # a fresh string store: none of the training text
         crf = nlp.add_pipe(
             "nerops_crf_ner",
             config={
                 "window": config.window,
                 "line_features": config.line_features,
                 "gazetteer": gazetteer is not None,
+                "o_penalty": config.o_penalty,
+                "propagate": list(config.propagate_labels),
             },
         )
         crf.set_model(crf_path)

@@ -52,9 +52,13 @@ class EndpointClient:
         body = {"traffic": traffic, "mirror": current.json()["mirror"] if mirror is None else mirror}
         return self._control("PUT", "endpoint", body, headers={"If-Match": current.headers["ETag"]})
 
-    def create_deployment(self, name: str, version: str, *, instance_count: int = 1) -> dict:
+    def create_deployment(
+        self, name: str, version: str, *, instance_count: int = 1, environment_variables: dict[str, str] | None = None
+    ) -> dict:
         """A deployment serving registry version ``version`` (a number, or ``models:/<model>/<n>``)."""
-        body = {"model": str(version), "instance_count": instance_count}
+        body: dict[str, object] = {"model": str(version), "instance_count": instance_count}
+        if environment_variables:
+            body["environment_variables"] = environment_variables
         return self._control("PUT", f"deployments/{name}", body)
 
     def delete_deployment(self, name: str) -> dict:

@@ -11,10 +11,12 @@ ledger entry.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import hmac
 import json
 import logging
 import os
+import re
 import secrets
 import shutil
 import tempfile
@@ -23,7 +25,7 @@ from pathlib import Path
 from nerops.actors import acted_by
 from nerops.errors import LineageError, NeropsError, RegistryError
 from nerops.governance import Governance
-from nerops.serving.pool import DeploymentPool
+from nerops.serving.pool import RESERVED_VARIABLES, DeploymentPool, PoolSettings, PoolStartError
 from nerops.serving.state import (
     DeploymentSpec,
     EndpointRuleError,
@@ -34,6 +36,10 @@ from nerops.serving.state import (
 )
 
 log = logging.getLogger("nerops.endpoint")
+
+MAX_INSTANCES = 16
+MAX_VARIABLES = 50
+_VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 
 
 class ControlError(NeropsError):
@@ -67,11 +73,36 @@ class EndpointKeys:
         return ok_primary or ok_secondary
 
 
+class EndpointBusyError(NeropsError):
+    """Another process already serves this endpoint."""
+
+
+def hold_serve_lock(folder: Path):
+    """Take the endpoint's serve lock (one serving process per endpoint name); the open file holds it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    handle = (folder / "serve.lock").open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise EndpointBusyError(f"endpoint {folder.name!r} is already served by process {holder}") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
+
+
 class EndpointController:
-    def __init__(self, folder: Path, state: EndpointState, governance: Governance) -> None:
+    def __init__(
+        self, folder: Path, state: EndpointState, governance: Governance, pool_settings: PoolSettings | None = None
+    ) -> None:
         self.folder = folder
         self.state = state
         self.gov = governance
+        self.pool_settings = pool_settings or PoolSettings()
         self.keys = EndpointKeys(folder / "keys.json")
         self.pools: dict[str, DeploymentPool] = {}
         self.down: dict[str, str] = {}  # deployments that could not start, with why
@@ -80,11 +111,13 @@ class EndpointController:
         self._credential: str | None = None  # the key of the control request being handled (recorded by fingerprint)
 
     @classmethod
-    def open(cls, folder: Path, name: str, governance: Governance) -> EndpointController:
+    def open(
+        cls, folder: Path, name: str, governance: Governance, pool_settings: PoolSettings | None = None
+    ) -> EndpointController:
         path = folder / "endpoint.json"
         state = EndpointState.from_dict(json.loads(path.read_text())) if path.exists() else EndpointState(name)
         folder.mkdir(parents=True, exist_ok=True)
-        return cls(folder, state, governance)
+        return cls(folder, state, governance, pool_settings)
 
     async def start(self) -> None:
         """Bring back every saved deployment (lineage checked again) with its traffic.
@@ -95,7 +128,7 @@ class EndpointController:
         for spec in self.state.deployments.values():
             try:
                 self.pools[spec.name] = await self._start_pool(spec)
-            except (ControlError, RuntimeError, TimeoutError) as exc:
+            except (ControlError, PoolStartError) as exc:
                 self.down[spec.name] = str(exc)
                 log.error("deployment %s stays down: %s", spec.name, exc)
 
@@ -159,36 +192,59 @@ class EndpointController:
         return 200, self.describe(), {"ETag": self.state.etag()}
 
     async def _put_deployment(self, name: str, data: dict) -> tuple[int, dict, dict[str, str]]:
+        unknown = set(data) - {"model", "instance_count", "environment_variables"}
+        if unknown:
+            raise ControlError(400, "invalid_change", f"unknown fields {sorted(unknown)}")
         version = _version_of(str(data.get("model", "")), self.gov.model)
         spec = DeploymentSpec(
-            name, f"models:/{self.gov.model}/{version}", version, int(data.get("instance_count", 1) or 1)
+            name,
+            f"models:/{self.gov.model}/{version}",
+            version,
+            _instance_count(data.get("instance_count", 1)),
+            _variables(data.get("environment_variables", {})),
         )
         try:
             after = with_deployment(self.state, spec)
         except EndpointRuleError as exc:
             raise ControlError(400, "invalid_change", str(exc)) from exc
         existing = self.state.deployments.get(name)
-        if existing == spec:
-            return 200, self.pools[name].status(), {}
-        if existing and (self.state.traffic.get(name) or self.state.mirror.get(name)):
+        running = self.pools.get(name)
+        if existing == spec and running is not None and running.down_reason is None:
+            return 200, running.status(), {}
+        # a deployment that takes traffic keeps its version; the same spec again restarts a down one
+        if existing and existing != spec and (self.state.traffic.get(name) or self.state.mirror.get(name)):
             raise ControlError(409, "has_traffic", f"deployment {name!r} takes traffic: deploy to a new name instead")
         info = await asyncio.to_thread(self.gov.registry.get_version, version)
         if info.stage != "prod":
             raise ControlError(
                 409, "not_prod", f"v{version} is tagged stage={info.stage}: only stage=prod versions may take traffic"
             )
-        pool = await self._start_pool(spec)  # checks lineage before any process starts
+        subject = {"model": self.gov.model, "version": version, "endpoint": self.state.name, "deployment": name}
+        try:
+            pool = await self._start_pool(spec)  # checks lineage before any process starts
+        except PoolStartError as exc:  # nothing of it is left running; the old pool (if any) still serves
+            if running is None or running.down_reason:
+                self.down[name] = str(exc)
+            evidence = {"model": spec.model, "instance_count": spec.instance_count, "reason": str(exc)}
+            await asyncio.to_thread(
+                self.gov.ledger.append, "deployment_failed", subject=subject, evidence=evidence, actor=self.gov.actor
+            )
+            raise ControlError(503, "deployment_failed", str(exc)) from exc
         old = self.pools.pop(name, None)
+        self.pools[name] = pool  # the new workers serve before the old ones stop: no gap
         if old:
             await old.stop()
-        self.pools[name] = pool
         self.down.pop(name, None)
         evidence = {"model": spec.model, "instance_count": spec.instance_count, "replaced": existing is not None}
-        subject = {"model": self.gov.model, "version": version, "endpoint": self.state.name, "deployment": name}
+        if spec.environment_variables:
+            evidence["environment_variables"] = sorted(spec.environment_variables)  # names only: values may be secret
         await self._commit(after, "deployment_created", subject, evidence)
         return 201, pool.status(), {}
 
     async def _delete_deployment(self, name: str) -> tuple[int, dict, dict[str, str]]:
+        if name not in self.state.deployments and name in self.down:  # a first start that failed
+            del self.down[name]
+            return 200, {"deleted": name}, {}
         try:
             after = without_deployment(self.state, name)
         except EndpointRuleError as exc:
@@ -202,6 +258,7 @@ class EndpointController:
         }
         await self._commit(after, "deployment_deleted", subject, {"model": spec.model})
         pool = self.pools.pop(name, None)
+        self.down.pop(name, None)
         if pool:
             await pool.stop()
         return 200, {"deleted": name}, {}
@@ -213,7 +270,16 @@ class EndpointController:
             model_dir = await asyncio.to_thread(self.gov.check_lineage, spec.model_version, self.folder / "models")
         except (LineageError, RegistryError) as exc:
             raise ControlError(409, "lineage", f"deployment {spec.name!r}: {exc}") from exc
-        pool = DeploymentPool(spec.name, spec.model_version, model_dir, spec.instance_count, self.socket_dir)
+        pool = DeploymentPool(
+            spec.name,
+            spec.model_version,
+            model_dir,
+            spec.instance_count,
+            self.socket_dir,
+            settings=self.pool_settings,
+            environment=dict(spec.environment_variables),
+            log_dir=self.folder / "logs",
+        )
         await pool.start()
         return pool
 
@@ -236,6 +302,24 @@ def _version_of(model: str, registered: str) -> str:
             400, "invalid_model", f"model must name a registry version (models:/{registered}/<n>), not {model!r}"
         )
     return model.lstrip("v")
+
+
+def _instance_count(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_INSTANCES:
+        raise ControlError(400, "invalid_change", f"instance_count must be an integer from 1 to {MAX_INSTANCES}")
+    return value
+
+
+def _variables(value: object) -> dict[str, str]:
+    """A deployment's environment variables: names and string values, none of the worker's own."""
+    if not isinstance(value, dict) or len(value) > MAX_VARIABLES:
+        raise ControlError(400, "invalid_change", f"environment_variables: an object of at most {MAX_VARIABLES}")
+    for name, item in value.items():
+        if not _VARIABLE_NAME.fullmatch(name) or name in RESERVED_VARIABLES:
+            raise ControlError(400, "invalid_change", f"environment_variables: {name[:40]!r} is not a usable name")
+        if not isinstance(item, str) or len(item) > 4096:
+            raise ControlError(400, "invalid_change", f"environment_variables: {name!r} needs a string value")
+    return dict(sorted(value.items()))
 
 
 def _json(body: bytes) -> dict:

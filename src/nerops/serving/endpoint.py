@@ -29,7 +29,8 @@ from starlette.routing import Route
 
 from nerops.errors import NeropsError
 from nerops.serving import openapi
-from nerops.serving.control import EndpointController
+from nerops.serving.control import EndpointBusyError, EndpointController, hold_serve_lock
+from nerops.serving.pool import PoolSettings
 from nerops.serving.scoring import Limits, ScoringError, check_content_type
 from nerops.serving.state import MirrorPicker, WeightedPicker
 from nerops.serving.worker import SIGNALS_HEADER
@@ -72,9 +73,9 @@ class ScoringRoute:
         if name is None:
             return self._record(error(503, "no_traffic", "no deployment takes traffic"), "", started)
         pool = self.controller.pools.get(name)
-        if pool is None and name in self.controller.down:
-            down = error(503, "deployment_down", f"deployment {name!r} is down: {self.controller.down[name]}")
-            return self._record(down, name, started)
+        reason = self.controller.down.get(name) or (pool.down_reason if pool else None)
+        if reason:
+            return self._record(error(503, "deployment_down", f"deployment {name!r} is down: {reason}"), name, started)
         if pool is None:
             return self._record(error(404, "unknown_deployment", f"no deployment named {name!r}"), "", started)
         try:
@@ -93,16 +94,15 @@ class ScoringRoute:
     async def _forward(self, name: str, body: bytes, content_type: str, *, mirrored: bool) -> Response:
         pool = self.controller.pools[name]
         try:
-            slot = await pool.acquire(timeout=pool.request_timeout_s)
+            slot = await pool.acquire()
         except TimeoutError as exc:
-            return error(503, "deployment_busy", str(exc))
+            return error(503, "no_live_worker", str(exc))
         try:
             upstream = await pool.forward(slot, body, content_type)
-        except TimeoutError:
-            return error(504, "deployment_timeout", f"deployment {name!r} did not answer in {pool.request_timeout_s} s")
-        except Exception as exc:  # the worker crashed or its connection broke: a server error of this deployment
-            log.warning("deployment %s: %s", name, type(exc).__name__)
-            return error(502, "deployment_unavailable", f"deployment {name!r} failed to answer ({type(exc).__name__})")
+        except Exception as exc:  # timed out, or the worker died: 504 or 502, by what happened to it
+            status, code, message = pool.failure(slot, exc)
+            log.warning("deployment %s: %s (%s)", name, code, type(exc).__name__)
+            return error(status, code, message)
         finally:
             pool.release(slot)
         signals = upstream.headers.get(SIGNALS_HEADER.decode())
@@ -224,8 +224,15 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     settings = get_settings()
     folder = settings.state / "endpoints" / args.name
+    try:
+        lock = hold_serve_lock(folder)  # one serving process per endpoint name; held until exit
+    except EndpointBusyError as exc:
+        raise SystemExit(f"error: {exc}") from None
     controller = EndpointController.open(
-        folder, args.name, governance=open_governance(settings, actor=f"endpoint:{args.name}")
+        folder,
+        args.name,
+        governance=open_governance(settings, actor=f"endpoint:{args.name}"),
+        pool_settings=PoolSettings.from_settings(settings),
     )
     telemetry = local_telemetry(
         settings.state / "telemetry" / "telemetry.db", endpoint=args.name, export_interval_s=args.export_interval
@@ -235,6 +242,7 @@ def main(argv: list[str] | None = None) -> None:
     uvicorn.run(
         app, host=args.host, port=args.port, log_level="warning", access_log=False, http="httptools", loop="uvloop"
     )
+    lock.close()
 
 
 if __name__ == "__main__":

@@ -4,7 +4,17 @@ Each worker is its own process on its own Unix socket, so a crash or hang of one
 cannot take the endpoint or the other deployments down. Requests go to whichever worker slot is
 free first (real load spreading across processes, unlike one uvicorn with several workers). A
 supervisor restarts a worker whose process died, and kills and restarts one that stops
-answering its health check.
+answering its health check. A worker that fails to start is tried again with a growing wait;
+after :attr:`PoolSettings.start_attempts` failures in a row the deployment is down, with the
+reason (the last line the worker wrote). Workers die with the endpoint: each holds the read end
+of a pipe whose write end only the endpoint holds, and exits on end of file (any OS), and on
+Linux also asks for SIGKILL when its parent dies (which reaches a stopped worker too).
+
+A request in flight fails with the exact answer of what happened to its worker:
+
+    the worker stopped answering (timed out, or killed for failed health checks)  504
+    the worker exited by itself while answering                                   502
+    no live worker slot came free within the wait                                 503
 """
 
 from __future__ import annotations
@@ -25,6 +35,40 @@ import httpx
 log = logging.getLogger("nerops.endpoint")
 
 SLOTS_PER_WORKER = 2  # one predicting, one queued: keeps a worker busy while its answer travels
+PARENT_FD_VARIABLE = "NEROPS_PARENT_FD"
+RESERVED_VARIABLES = frozenset({"NEROPS_MODEL_DIR", "NEROPS_DEPLOYMENT", "NEROPS_MODEL_VERSION", PARENT_FD_VARIABLE})
+
+
+@dataclass(frozen=True)
+class PoolSettings:
+    """How long to wait for what; from ``NEROPS_ENDPOINT_*`` settings (:meth:`from_settings`)."""
+
+    request_timeout_s: float = 30.0
+    acquire_timeout_s: float = 5.0
+    startup_timeout_s: float = 90.0
+    health_interval_s: float = 2.0
+    health_failures_to_restart: int = 3
+    restart_backoff_s: float = 0.5
+    restart_backoff_max_s: float = 30.0
+    start_attempts: int = 4
+
+    @classmethod
+    def from_settings(cls, settings) -> PoolSettings:
+        return cls(
+            request_timeout_s=settings.endpoint_request_timeout_s,
+            acquire_timeout_s=settings.endpoint_acquire_timeout_s,
+            health_interval_s=settings.endpoint_health_interval_s,
+            restart_backoff_s=settings.endpoint_restart_backoff_s,
+            start_attempts=settings.endpoint_start_attempts,
+        )
+
+
+class WorkerStartError(RuntimeError):
+    """A worker exited while starting, or was not ready in time."""
+
+
+class PoolStartError(RuntimeError):
+    """A worker failed to start ``start_attempts`` times in a row: the deployment is down."""
 
 
 @dataclass
@@ -37,6 +81,10 @@ class Worker:
     restarts: int = 0
     health_failures: int = 0
     started_at: float = 0.0
+    parent_pipe: int | None = None
+    log_offset: int = 0
+    ready: bool = False  # answering its health check: its slots are in the queue
+    hung_generation: int = -1  # the generation the supervisor killed for failed health checks
 
     @property
     def alive(self) -> bool:
@@ -60,20 +108,30 @@ class DeploymentPool:
     model_dir: Path
     instance_count: int
     socket_dir: Path
-    request_timeout_s: float = 30.0
-    startup_timeout_s: float = 90.0
-    health_interval_s: float = 2.0
-    health_failures_to_restart: int = 3
+    settings: PoolSettings = field(default_factory=PoolSettings)
+    environment: dict[str, str] = field(default_factory=dict)
+    log_dir: Path | None = None
     workers: list[Worker] = field(default_factory=list)
+    down_reason: str | None = None
     _slots: asyncio.Queue | None = None
     _supervisor: asyncio.Task | None = None
     _stopping: bool = False
 
+    @property
+    def request_timeout_s(self) -> float:
+        return self.settings.request_timeout_s
+
     async def start(self) -> None:
+        """Start every worker (each tried again with backoff); on failure nothing is left running."""
         self._slots = asyncio.Queue()
         self.socket_dir.mkdir(parents=True, exist_ok=True)
         self.workers = [Worker(i, self.socket_dir / f"{self.name}-{i}.sock") for i in range(self.instance_count)]
-        await asyncio.gather(*(self._launch(worker) for worker in self.workers))
+        results = await asyncio.gather(*(self._launch_with_retries(w) for w in self.workers), return_exceptions=True)
+        failures = [r for r in results if isinstance(r, BaseException)]
+        if failures:
+            for worker in self.workers:
+                await self._terminate(worker)
+            raise failures[0] if isinstance(failures[0], PoolStartError) else PoolStartError(str(failures[0]))
         self._supervisor = asyncio.create_task(self._supervise(), name=f"supervise-{self.name}")
 
     async def stop(self) -> None:
@@ -85,15 +143,21 @@ class DeploymentPool:
         for worker in self.workers:
             await self._terminate(worker)
 
-    async def acquire(self, timeout: float) -> Slot:
+    async def acquire(self, timeout: float | None = None) -> Slot:
         """A free slot of a live worker; raises TimeoutError if none frees up in time."""
         assert self._slots is not None
+        timeout = self.settings.acquire_timeout_s if timeout is None else timeout
         deadline = time.monotonic() + timeout
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise TimeoutError(f"no worker of {self.name} became free within {timeout:.0f} s")
-            slot = await asyncio.wait_for(self._slots.get(), remaining)
+                live = sum(1 for w in self.workers if w.ready and w.alive)
+                what = "no live worker" if not live else f"none of its {live} live workers"
+                raise TimeoutError(f"deployment {self.name!r}: {what} became free within {timeout:g} s")
+            try:
+                slot = await asyncio.wait_for(self._slots.get(), remaining)
+            except TimeoutError:
+                continue
             if slot.generation == slot.worker.generation and slot.worker.alive:
                 return slot  # stale slots of dead or replaced workers are dropped here
 
@@ -104,7 +168,30 @@ class DeploymentPool:
     async def forward(self, slot: Slot, body: bytes, content_type: str) -> httpx.Response:
         assert slot.worker.client is not None
         return await slot.worker.client.post(
-            "http://worker/score", content=body, headers={"content-type": content_type}, timeout=self.request_timeout_s
+            "http://worker/score",
+            content=body,
+            headers={"content-type": content_type},
+            timeout=self.settings.request_timeout_s,
+        )
+
+    def failure(self, slot: Slot, exc: BaseException) -> tuple[int, str, str]:
+        """``(status, code, message)`` for a request whose worker failed it with ``exc``."""
+        if isinstance(exc, httpx.TimeoutException):
+            return (
+                504,
+                "deployment_timeout",
+                (f"deployment {self.name!r} did not answer within {self.settings.request_timeout_s:g} s"),
+            )
+        if slot.generation == slot.worker.hung_generation:
+            return (
+                504,
+                "deployment_timeout",
+                (f"deployment {self.name!r}: the worker stopped answering and was restarted"),
+            )
+        return (
+            502,
+            "deployment_unavailable",
+            (f"deployment {self.name!r}: the worker exited while answering ({type(exc).__name__})"),
         )
 
     def status(self) -> dict[str, object]:
@@ -113,28 +200,61 @@ class DeploymentPool:
             "model_version": self.model_version,
             "instance_count": self.instance_count,
             "workers": [
-                {"index": w.index, "pid": w.pid, "alive": w.alive, "restarts": w.restarts} for w in self.workers
+                {"index": w.index, "pid": w.pid, "alive": w.alive, "ready": w.ready and w.alive, "restarts": w.restarts}
+                for w in self.workers
             ],
-            "ready": sum(1 for w in self.workers if w.alive),
+            "ready": sum(1 for w in self.workers if w.ready and w.alive),
+            "down": self.down_reason,
         }
 
     # --- process management -------------------------------------------------------------
 
+    async def _launch_with_retries(self, worker: Worker) -> None:
+        delay = self.settings.restart_backoff_s
+        last: Exception | None = None
+        for attempt in range(1, self.settings.start_attempts + 1):
+            try:
+                await self._launch(worker)
+                return
+            except WorkerStartError as exc:
+                last = exc
+                await self._terminate(worker)
+                if attempt < self.settings.start_attempts:
+                    log.warning("%s (attempt %d): trying again in %.1f s", exc, attempt, delay)
+                    await asyncio.sleep(delay)
+                    delay = min(2 * delay, self.settings.restart_backoff_max_s)
+        raise PoolStartError(
+            f"deployment {self.name!r}: worker {worker.index} failed to start "
+            f"{self.settings.start_attempts} times in a row; last: {last}"
+        )
+
     async def _launch(self, worker: Worker) -> None:
         worker.socket.unlink(missing_ok=True)
+        read_end, write_end = os.pipe()  # the worker exits when this write end closes
         env = {
             **os.environ,
+            **self.environment,
             "NEROPS_MODEL_DIR": str(self.model_dir),
             "NEROPS_DEPLOYMENT": self.name,
             "NEROPS_MODEL_VERSION": self.model_version,
+            PARENT_FD_VARIABLE: str(read_end),
             "OMP_NUM_THREADS": "1",
         }
-        worker.process = subprocess.Popen(
-            [sys.executable, "-m", "nerops.serving.worker", "--uds", str(worker.socket)],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        log_file, worker.log_offset = self._log(worker)
+        try:
+            worker.process = subprocess.Popen(
+                [sys.executable, "-m", "nerops.serving.worker", "--uds", str(worker.socket)],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stderr=log_file,
+                pass_fds=(read_end,),
+                start_new_session=True,
+            )
+        finally:
+            os.close(read_end)
+            if log_file is not None:
+                log_file.close()
+        worker.parent_pipe = write_end
         if worker.client is not None:
             await worker.client.aclose()
         worker.client = httpx.AsyncClient(
@@ -142,6 +262,7 @@ class DeploymentPool:
             limits=httpx.Limits(max_connections=SLOTS_PER_WORKER + 2, max_keepalive_connections=SLOTS_PER_WORKER + 2),
         )
         await self._wait_ready(worker)
+        worker.ready = True
         worker.generation += 1
         worker.health_failures = 0
         worker.started_at = time.monotonic()
@@ -149,15 +270,43 @@ class DeploymentPool:
             self._slots.put_nowait(Slot(worker, worker.generation))
         log.info("deployment %s worker %d ready (pid %s)", self.name, worker.index, worker.pid)
 
+    def _log(self, worker: Worker):
+        """The worker's stderr file (appended) and where this start begins in it."""
+        if self.log_dir is None:
+            return None, 0
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        path = self.log_dir / f"{self.name}-{worker.index}.log"
+        handle = path.open("ab")
+        return handle, handle.tell()
+
+    def _last_words(self, worker: Worker) -> str:
+        """The last line the worker wrote since it was started (model and settings errors; no CV text)."""
+        if self.log_dir is None:
+            return ""
+        path = self.log_dir / f"{self.name}-{worker.index}.log"
+        with contextlib.suppress(OSError), path.open("rb") as handle:
+            handle.seek(worker.log_offset)
+            lines = [line.strip() for line in handle.read()[-4000:].decode(errors="replace").splitlines()]
+            lines = [line for line in lines if line]
+            return lines[-1][:300] if lines else ""
+        return ""
+
     async def _wait_ready(self, worker: Worker) -> None:
-        deadline = time.monotonic() + self.startup_timeout_s
+        deadline = time.monotonic() + self.settings.startup_timeout_s
         while time.monotonic() < deadline:
             if not worker.alive:
-                raise RuntimeError(f"deployment {self.name}: worker {worker.index} exited while starting")
+                code = worker.process.poll() if worker.process else None
+                words = self._last_words(worker)
+                raise WorkerStartError(
+                    f"deployment {self.name!r}: worker {worker.index} exited with code {code} while starting"
+                    + (f": {words}" if words else "")
+                )
             if await self._healthy(worker, timeout=1.0):
                 return
             await asyncio.sleep(0.1)
-        raise TimeoutError(f"deployment {self.name}: worker {worker.index} not ready in {self.startup_timeout_s} s")
+        raise WorkerStartError(
+            f"deployment {self.name!r}: worker {worker.index} not ready in {self.settings.startup_timeout_s:g} s"
+        )
 
     async def _healthy(self, worker: Worker, timeout: float) -> bool:
         if worker.client is None or not worker.socket.exists():
@@ -170,11 +319,15 @@ class DeploymentPool:
 
     async def _terminate(self, worker: Worker) -> None:
         worker.generation += 1  # its slots become stale at once
+        worker.ready = False
         if worker.process and worker.process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(worker.process.pid, signal.SIGKILL)
         if worker.process:
             await asyncio.to_thread(worker.process.wait)
+        if worker.parent_pipe is not None:
+            os.close(worker.parent_pipe)
+            worker.parent_pipe = None
         if worker.client is not None:
             await worker.client.aclose()
             worker.client = None
@@ -184,24 +337,28 @@ class DeploymentPool:
         await self._terminate(worker)
         worker.restarts += 1
         try:
-            await self._launch(worker)
-        except (RuntimeError, TimeoutError) as exc:
-            log.error("deployment %s worker %d failed to restart: %s", self.name, worker.index, exc)
+            await self._launch_with_retries(worker)
+        except PoolStartError as exc:
+            self.down_reason = str(exc)
+            log.error("%s: the deployment is down", exc)
 
     async def _supervise(self) -> None:
         last_health = 0.0
-        while not self._stopping:
+        while not self._stopping and self.down_reason is None:
             await asyncio.sleep(0.25)
             for worker in self.workers:
-                if not worker.alive:
+                if not worker.alive and self.down_reason is None:
                     await self._restart(worker, f"exited (code {worker.process.poll() if worker.process else None})")
-            if time.monotonic() - last_health < self.health_interval_s:
+            if time.monotonic() - last_health < self.settings.health_interval_s:
                 continue
             last_health = time.monotonic()
             for worker in self.workers:
-                if await self._healthy(worker, timeout=self.health_interval_s):
+                if not worker.alive:
+                    continue
+                if await self._healthy(worker, timeout=self.settings.health_interval_s):
                     worker.health_failures = 0
                     continue
                 worker.health_failures += 1
-                if worker.health_failures >= self.health_failures_to_restart:
+                if worker.health_failures >= self.settings.health_failures_to_restart:
+                    worker.hung_generation = worker.generation  # its requests in flight answer 504
                     await self._restart(worker, f"failed {worker.health_failures} health checks")

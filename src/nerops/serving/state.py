@@ -28,6 +28,7 @@ class DeploymentSpec:
     model: str  # "models:/<registered model>/<version>"
     model_version: str
     instance_count: int = 1
+    environment_variables: dict[str, str] = field(default_factory=dict)  # as on an Azure ML deployment
 
 
 @dataclass(frozen=True)

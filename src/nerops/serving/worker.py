@@ -5,13 +5,23 @@ environment variables, as an Azure ML deployment's scoring script learns it:
 ``NEROPS_MODEL_DIR``, ``NEROPS_DEPLOYMENT``, ``NEROPS_MODEL_VERSION``. It listens on a Unix
 socket that only the endpoint talks to. Scoring answers carry a header ``x-nerops-signals``
 (counts only, never text) that the endpoint turns into model-signal telemetry and strips.
+
+Predictions run one at a time in a thread, so ``/health`` is answered while one runs. The
+worker dies with the endpoint: it exits when the pipe named by ``NEROPS_PARENT_FD`` reaches end
+of file (the endpoint holds its only write end), and on Linux also asks the kernel for SIGKILL
+when its parent dies.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import json
 import os
+import signal
+import sys
+import threading
 
 from nerops.serving.scoring import Limits, ScoringError, parse_request, score
 
@@ -26,6 +36,7 @@ class WorkerApp:
         self.deployment = deployment
         self.model_version = model_version
         self.limits = limits
+        self._one_at_a_time = asyncio.Lock()
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "lifespan":
@@ -53,7 +64,10 @@ class WorkerApp:
         content_type = headers.get(b"content-type", b"").decode("latin-1")
         try:
             texts, batch = parse_request(body, content_type, self.limits)
-            scored = score(texts, batch, self.predictor, model_version=self.model_version, deployment=self.deployment)
+            async with self._one_at_a_time:
+                scored = await asyncio.to_thread(
+                    score, texts, batch, self.predictor, model_version=self.model_version, deployment=self.deployment
+                )
         except ScoringError as exc:
             await _send_json(send, exc.status, exc.body())
             return
@@ -77,6 +91,29 @@ async def _send_json(send, status: int, payload: object, extra: list[tuple[bytes
     await send({"type": "http.response.body", "body": body})
 
 
+def die_with_parent(fd: int | None) -> None:
+    """Exit when the endpoint does: at end of file on ``fd``, and (Linux) by SIGKILL when the parent dies."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if fd is None:
+        return
+
+    def watch() -> None:
+        while True:
+            try:
+                data = os.read(fd, 1)
+            except OSError:
+                data = b""
+            if not data:
+                os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 def main() -> None:
     import uvicorn
 
@@ -85,9 +122,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="A nerops deployment worker (started by the endpoint).")
     parser.add_argument("--uds", required=True, help="Unix socket to listen on")
     args = parser.parse_args()
+    parent_fd = os.environ.get("NEROPS_PARENT_FD")
+    die_with_parent(int(parent_fd) if parent_fd else None)
     extractor = Extractor.load(os.environ["NEROPS_MODEL_DIR"])
     extractor.predict("warm up  Jane Example  jane@example.com")
-    limits = Limits(max_body_bytes=int(os.environ.get("NEROPS_MAX_BODY_BYTES", Limits.max_body_bytes)))
+    max_body = os.environ.get("NEROPS_MAX_BODY_BYTES", str(Limits.max_body_bytes))
+    if not max_body.isdigit():
+        raise SystemExit(f"NEROPS_MAX_BODY_BYTES must be a whole number of bytes, not {max_body!r}")
+    limits = Limits(max_body_bytes=int(max_body))
     app = WorkerApp(
         extractor,
         deployment=os.environ["NEROPS_DEPLOYMENT"],

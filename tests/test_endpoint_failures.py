@@ -1,0 +1,266 @@
+"""How the local endpoint fails, exactly: 504 / 502 / 503, workers that die with it, starts that fail.
+
+Real processes: an endpoint process, its worker processes, signals sent to them. Timeouts are
+settings, set short here so that each case takes seconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from nerops.gate import GatePolicy
+from nerops.serving.client import EndpointError, LocalEndpoint
+from nerops.settings import Settings
+from tests.cvs import synthetic_cv
+
+POLICY = GatePolicy(min_micro_f1=0.5, max_latency_ratio=3.0, bootstrap_samples=200)
+FAST = {
+    "NEROPS_ENDPOINT_REQUEST_TIMEOUT_S": "30",  # a stopped worker is found by its health checks first
+    "NEROPS_ENDPOINT_ACQUIRE_TIMEOUT_S": "0.5",
+    "NEROPS_ENDPOINT_HEALTH_INTERVAL_S": "0.5",
+    "NEROPS_ENDPOINT_RESTART_BACKOFF_S": "0.2",
+    "NEROPS_ENDPOINT_START_ATTEMPTS": "3",
+}
+
+
+@pytest.fixture(scope="module")
+def state(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path, synthetic_data, synthetic_personal):
+    """A state folder whose registry holds v1 at stage=prod."""
+    from nerops.data import read_corpus
+    from nerops.gating import run_gate
+    from nerops.lifecycle import open_governance
+
+    folder = tmp_path_factory.mktemp("failures-state")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("NEROPS_STATE_DIR", str(folder))
+    for name, value in FAST.items():
+        mp.setenv(name, value)
+    gov = open_governance(actor="tester@test")
+    version = gov.register(
+        tiny_model,
+        dataset_version="synthetic",
+        config_hash="cfg",
+        git_commit="abc",
+        libraries={},
+        params={},
+        metrics={},
+    ).version
+    docs = read_corpus(synthetic_data[1])
+    assert run_gate(gov, version, docs, POLICY, test_sha256="0" * 64, personal=synthetic_personal)[0].passed
+    gov.approve(version, reason="test")
+    yield folder
+    mp.undo()
+
+
+@pytest.fixture(scope="module")
+def endpoint(state: Path):
+    ep = LocalEndpoint.start(Settings(state_dir=state), "fail-ep", export_interval=0.5)
+    client = ep.client()
+    client.create_deployment("blue", "1", instance_count=1)
+    client.set_traffic({"blue": 100})
+    yield ep
+    ep.stop()
+
+
+def _post(
+    endpoint: LocalEndpoint, text: str | list[str], deployment: str = "blue", timeout: float = 60
+) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {endpoint.key}", "azureml-model-deployment": deployment}
+    body = {"text": text} if isinstance(text, str) else {"documents": text}
+    return httpx.post(f"{endpoint.url}/score", json=body, headers=headers, timeout=timeout)
+
+
+def _in_background(endpoint: LocalEndpoint, text: str | list[str]) -> tuple[threading.Thread, list[httpx.Response]]:
+    answers: list[httpx.Response] = []
+    thread = threading.Thread(target=lambda: answers.append(_post(endpoint, text)))
+    thread.start()
+    return thread, answers
+
+
+def _worker(endpoint: LocalEndpoint, name: str = "blue") -> dict:
+    return endpoint.client().deployment(name)["workers"][0]
+
+
+def _wait_replaced(endpoint: LocalEndpoint, pid: int, timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        worker = _worker(endpoint)
+        if worker["ready"] and worker["pid"] != pid:
+            assert _post(endpoint, "Ann Lee ann@example.com").status_code == 200
+            return worker
+        time.sleep(0.2)
+    raise AssertionError("the worker was not replaced")
+
+
+def _long_batch() -> list[str]:
+    """Five documents of 250 CVs each, within the body limit: seconds of prediction."""
+    import random
+    from xml.etree import ElementTree
+
+    rng = random.Random(9)
+    cvs = ["".join(ElementTree.fromstring(f"<cv>{synthetic_cv(rng)}</cv>").itertext()) for _ in range(250)]
+    return ["  ".join(cvs)] * 5
+
+
+def _gone(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+    return "\nState:\tZ" in status  # a zombie has exited; only its parent's bookkeeping is left
+
+
+def test_failure_answers_by_what_happened_to_the_worker():
+    from nerops.serving.pool import DeploymentPool, PoolSettings, Slot, Worker
+
+    pool = DeploymentPool("blue", "1", Path("."), 1, Path("."), settings=PoolSettings(request_timeout_s=7))
+    worker = Worker(0, Path("w.sock"), generation=3)
+    timed_out = pool.failure(Slot(worker, 3), httpx.ReadTimeout("slow"))
+    assert timed_out == (504, "deployment_timeout", "deployment 'blue' did not answer within 7 s")
+    assert pool.failure(Slot(worker, 3), httpx.RemoteProtocolError("gone"))[0] == 502
+    worker.hung_generation = 3  # the supervisor killed this generation for failed health checks
+    assert pool.failure(Slot(worker, 3), httpx.RemoteProtocolError("gone"))[:2] == (504, "deployment_timeout")
+    assert pool.failure(Slot(worker, 4), httpx.ReadError("gone"))[0] == 502
+
+
+def test_a_request_on_a_worker_that_stops_answering_gets_504(endpoint: LocalEndpoint):
+    victim = _worker(endpoint)
+    os.kill(victim["pid"], signal.SIGSTOP)
+    try:
+        thread, answers = _in_background(endpoint, "Ann Lee ann@example.com")
+        thread.join(60)
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # the supervisor has killed it by now
+            os.kill(victim["pid"], signal.SIGCONT)
+    assert answers[0].status_code == 504
+    assert answers[0].json()["error"]["code"] == "deployment_timeout"
+    _wait_replaced(endpoint, victim["pid"])
+
+
+def test_a_request_on_a_worker_that_exits_gets_502(endpoint: LocalEndpoint):
+    victim = _worker(endpoint)
+    thread, answers = _in_background(endpoint, _long_batch())  # seconds of prediction
+    time.sleep(1.0)
+    os.kill(victim["pid"], signal.SIGKILL)
+    thread.join(60)
+    assert answers[0].status_code == 502
+    assert answers[0].json()["error"]["code"] == "deployment_unavailable"
+    _wait_replaced(endpoint, victim["pid"])
+
+
+def test_a_request_that_finds_no_live_worker_gets_503(endpoint: LocalEndpoint):
+    victim = _worker(endpoint)
+    os.kill(victim["pid"], signal.SIGKILL)
+    answer = _post(endpoint, "Ann Lee ann@example.com")  # the replacement takes longer than the 0.5 s wait
+    assert answer.status_code == 503
+    assert answer.json()["error"]["code"] == "no_live_worker"
+    assert "no live worker" in answer.json()["error"]["message"]
+    _wait_replaced(endpoint, victim["pid"])
+
+
+def test_health_is_answered_while_a_long_prediction_runs(endpoint: LocalEndpoint):
+    before = _worker(endpoint)
+    started = time.monotonic()
+    answer = _post(endpoint, _long_batch())
+    took = time.monotonic() - started
+    assert answer.status_code == 200
+    assert took > 3 * 0.5 * 3, "the prediction outlasted three rounds of failed health checks"
+    after = _worker(endpoint)
+    assert (after["pid"], after["restarts"]) == (before["pid"], before["restarts"]), "no restart for a busy worker"
+
+
+def test_a_worker_that_cannot_start_is_retried_then_down_and_can_be_redeployed(endpoint: LocalEndpoint, state: Path):
+    client = endpoint.client()
+    broken = {"NEROPS_MAX_BODY_BYTES": "lots"}
+    with pytest.raises(EndpointError) as failed:
+        client.create_deployment("bad", "1", environment_variables=broken)
+    assert (failed.value.status, failed.value.code) == (503, "deployment_failed")
+    message = str(failed.value)
+    assert "failed to start 3 times in a row" in message
+    assert "NEROPS_MAX_BODY_BYTES must be a whole number of bytes, not 'lots'" in message
+    assert "bad" in client.endpoint()["down"]
+    answer = _post(endpoint, "Ann Lee", deployment="bad")
+    assert (answer.status_code, answer.json()["error"]["code"]) == (503, "deployment_down")
+    leftovers = [p for p in Path("/proc").glob("[0-9]*") if _cmdline_has(p, "bad-0.sock") and not _gone(int(p.name))]
+    assert not leftovers, "a failed start leaves no worker behind"
+
+    created = client.create_deployment("bad", "1")  # the same name, without the broken setting
+    assert created["ready"] == 1
+    assert _post(endpoint, "Ann Lee ann@example.com", deployment="bad").status_code == 200
+    assert "bad" not in client.endpoint()["down"]
+
+    with pytest.raises(EndpointError):
+        client.create_deployment("worse", "1", environment_variables=broken)
+    assert client.delete_deployment("worse") == {"deleted": "worse"}
+    assert "worse" not in client.endpoint()["down"]
+    kinds = [entry["kind"] for entry in _ledger(state)]
+    assert kinds.count("deployment_failed") == 2
+
+
+def _cmdline_has(proc: Path, needle: str) -> bool:
+    try:
+        return needle in (proc / "cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return False
+
+
+def _ledger(state: Path) -> list[dict]:
+    import json
+
+    return [json.loads(line) for line in (state / "ledger" / "ledger.jsonl").read_text().splitlines() if line]
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        ({"model": "1", "instance_count": "two"}, "instance_count must be an integer from 1 to 16"),
+        ({"model": "1", "instance_count": 0}, "instance_count must be an integer from 1 to 16"),
+        ({"model": "1", "instance_count": 99}, "instance_count must be an integer from 1 to 16"),
+        ({"model": "1", "environment_variables": {"NEROPS_MODEL_DIR": "/x"}}, "is not a usable name"),
+        ({"model": "1", "environment_variables": {"OK": 3}}, "needs a string value"),
+        ({"model": "1", "replicas": 2}, "unknown fields ['replicas']"),
+    ],
+)
+def test_bad_deployment_requests_are_4xx(endpoint: LocalEndpoint, body: dict, fragment: str):
+    client = endpoint.client()
+    with pytest.raises(EndpointError) as failed:
+        client._control("PUT", "deployments/other", body)
+    assert failed.value.status == 400 and fragment in str(failed.value)
+
+
+def test_a_second_process_cannot_serve_the_same_endpoint(endpoint: LocalEndpoint, state: Path):
+    second = subprocess.run(
+        [sys.executable, "-m", "nerops.serving.endpoint", "--name", "fail-ep", "--port", "1"],
+        env={**os.environ, "NEROPS_STATE_DIR": str(state)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert second.returncode != 0
+    assert f"endpoint 'fail-ep' is already served by process {endpoint.process.pid}" in second.stderr
+
+
+def test_kill_9_of_the_endpoint_leaves_no_worker(state: Path):
+    ep = LocalEndpoint.start(Settings(state_dir=state), "doomed-ep", export_interval=0.5)
+    try:
+        ep.client().create_deployment("blue", "1", instance_count=2)
+        pids = [w["pid"] for w in ep.client().deployment("blue")["workers"]]
+        os.kill(pids[1], signal.SIGSTOP)  # a stopped worker cannot read its pipe: the kernel's signal ends it
+        os.kill(ep.process.pid, signal.SIGKILL)
+        ep.process.wait(10)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not all(_gone(pid) for pid in pids):
+            time.sleep(0.1)
+        assert all(_gone(pid) for pid in pids), "every worker died with the endpoint"
+    finally:
+        ep.stop()
