@@ -165,3 +165,27 @@ def test_ledger_repair_discards_a_torn_last_line_after_confirmation(runner: CliR
     assert ledger.path.read_bytes() == intact
     again = runner.invoke(main, ["ledger", "repair", "--discard-partial", "--yes"])
     assert "nothing to repair" in again.stdout
+
+
+def test_approve_then_champion_set_then_status(runner: CliRunner, tiny_model: Path, synthetic_data, synthetic_personal):
+    from nerops.data import read_corpus
+    from nerops.gate import GatePolicy
+    from nerops.gating import run_gate
+    from nerops.lifecycle import open_governance
+
+    gov = open_governance(actor="tester@test")
+    version = gov.register(tiny_model, dataset_version="synthetic", config_hash="cfg", git_commit="abc",
+                           libraries={}, params={}, metrics={}).version  # fmt: skip
+    policy = GatePolicy(min_micro_f1=0.5, max_latency_ratio=3.0, bootstrap_samples=200)
+    assert run_gate(gov, version, read_corpus(synthetic_data[1]), policy, test_sha256="0" * 64,
+                    personal=synthetic_personal)[0].passed  # fmt: skip
+    approved = runner.invoke(main, ["approve", version, "--reason", "passed"])
+    assert approved.exit_code == 0, approved.output
+    assert "approved v1 (ledger entry 3): stage=prod, challenger; the champion stays none" in approved.stdout
+    moved = runner.invoke(main, ["champion", "set", version, "--reason", "first model, by hand"])
+    assert moved.exit_code == 0 and "champion moved from none to 1 (ledger entry 4)" in moved.stdout
+    status = runner.invoke(main, ["status"])
+    assert "champion   v1" in status.stdout and "challenger none" in status.stdout
+    assert "the ledger's champion is v1 but endpoint resume-ner has never run here" in status.stdout
+    retire = runner.invoke(main, ["retire", version, "--reason", "no"])
+    assert retire.exit_code == 2 and "v1 is the champion: move the champion first" in retire.stderr
