@@ -36,7 +36,7 @@ console = Console()
 
 
 def _prepare(state: Path) -> tuple[str, list[str]]:
-    """Train the quick model into a fresh registry, gate and promote it: the version every server serves."""
+    """Train the quick model into a fresh registry, gate and approve it: the version every server serves."""
     os.environ["NEROPS_STATE_DIR"] = str(state)
     from nerops import lifecycle
     from nerops.dataset import load_dataset
@@ -47,7 +47,7 @@ def _prepare(state: Path) -> tuple[str, list[str]]:
     evaluation = lifecycle.evaluate_candidate(training["model_dir"])
     version = lifecycle.register_candidate(training["model_dir"], training, evaluation)
     assert lifecycle.gate_version(version)["passed"]
-    lifecycle.promote_version(version, "benchmark")
+    lifecycle.approve_version(version, "benchmark")  # stage=prod: what a deployment may serve
     texts = [doc.text for doc in load_dataset(get_settings()).test]
     return version, texts
 

@@ -1,21 +1,25 @@
-"""``gate-model``: gate a registered version against the champion of this moment; promote on pass if asked."""
+"""``gate-model``: gate a registered version (default: the newest ungated candidate); approve on pass if asked."""
 
 from __future__ import annotations
 
 from prefect import flow
 
 from nerops.params import GateRequest
-from tasks.registry import gate_against_champion, promote_version
+from tasks.registry import approve_version, find_ungated_candidate, gate_against_champion
 from tasks.reports import publish_gate_report
 
 
 @flow(name="gate-model", log_prints=True)
-def gate_model(request: GateRequest) -> dict[str, object]:
+def gate_model(request: GateRequest = GateRequest()) -> dict[str, object]:
     """Gate one version on the fixed test set and record the decision."""
-    gate = gate_against_champion(request.version, request.gate)
+    version = request.version or find_ungated_candidate()
+    if version is None:
+        print("nothing to gate: every candidate version has a gate entry")
+        return {"version": None, "passed": None, "approved": False, "summary": "nothing to gate"}
+    gate = gate_against_champion(version, request.gate)
     publish_gate_report(gate)
     print(gate["summary"])
-    promoted = None
-    if gate["passed"] and request.promote_on_pass:
-        promoted = promote_version(gate["challenger"]["version"], reason=f"{request.reason}: {gate['summary']}")
-    return {"version": gate["challenger"]["version"], "passed": gate["passed"], "promoted": bool(promoted)}
+    approved = None
+    if gate["passed"] and request.approve_on_pass:
+        approved = approve_version(gate["challenger"]["version"], reason=f"{request.reason}: {gate['summary']}")
+    return {"version": gate["challenger"]["version"], "passed": gate["passed"], "approved": bool(approved)}

@@ -1,18 +1,22 @@
-"""``retrain-model``: train -> evaluate -> register -> gate against the champion -> promote on pass."""
+"""``retrain-model``: train -> evaluate -> register -> gate against the champion -> approve on pass.
+
+Approval makes the version ``stage=prod`` and ``challenger``; the champion moves only when a rollout
+completes, by a rollback, or by ``nerops champion set``.
+"""
 
 from __future__ import annotations
 
 from prefect import flow
 
 from nerops.params import RetrainRequest
-from tasks.registry import gate_against_champion, promote_version, reconcile_registry, register_candidate
+from tasks.registry import approve_version, gate_against_champion, reconcile_registry, register_candidate
 from tasks.reports import publish_gate_report
 from tasks.training import evaluate_candidate, train_candidate
 
 
 @flow(name="retrain-model", log_prints=True)
 def retrain_model(request: RetrainRequest = RetrainRequest()) -> dict[str, object]:
-    """Retrain the resume NER model and promote it if it beats the gate."""
+    """Retrain the resume NER model and approve it if it beats the gate."""
     repairs = reconcile_registry()
     for action in repairs:
         print(f"repaired: {action}")
@@ -22,14 +26,14 @@ def retrain_model(request: RetrainRequest = RetrainRequest()) -> dict[str, objec
     gate = gate_against_champion(version, request.gate)
     publish_gate_report(gate)
     print(gate["summary"])
-    promoted = None
-    if gate["passed"] and request.promote_on_pass:
-        promoted = promote_version(version, reason=f"{request.reason}: {gate['summary']}")
+    approved = None
+    if gate["passed"] and request.approve_on_pass:
+        approved = approve_version(version, reason=f"{request.reason}: {gate['summary']}")
     return {
         "version": version,
         "passed": gate["passed"],
         "reasons": gate["reasons"],
-        "promoted": bool(promoted),
+        "approved": bool(approved),
         "test_micro_f1": evaluation["micro"]["f1"],
         "repairs": repairs,
     }

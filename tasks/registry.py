@@ -20,8 +20,14 @@ def reconcile_registry() -> list[str]:
 
 @task(name="register-candidate", **RETRIES)
 def register_candidate(model_dir: str, training: dict[str, object], evaluation: dict[str, object]) -> str:
-    """Register the model as a new candidate version with its lineage."""
+    """Register the model as a new candidate version with its lineage (a retry finds the version made)."""
     return lifecycle.register_candidate(model_dir, training, evaluation, actor=actor())
+
+
+@task(name="find-ungated-candidate", **RETRIES)
+def find_ungated_candidate() -> str | None:
+    """The newest candidate version without a gate entry, or None."""
+    return lifecycle.newest_ungated(actor=actor())
 
 
 @task(name="gate-against-champion", **RETRIES)
@@ -30,7 +36,7 @@ def gate_against_champion(version: str, gate: GateParams) -> dict[str, object]:
     return lifecycle.gate_version(version, gate.policy(), actor=actor())
 
 
-@task(name="promote-version", **RETRIES)
-def promote_version(version: str, reason: str) -> dict[str, object]:
-    """Tag the version stage=prod and make it champion (refused without a current pass)."""
-    return lifecycle.promote_version(version, reason, actor=actor())
+@task(name="approve-version", **RETRIES)
+def approve_version(version: str, reason: str) -> dict[str, object]:
+    """Approve a version with a current pass: stage=prod, alias challenger (a retry returns the same entry)."""
+    return lifecycle.approve_version(version, reason, actor=actor())

@@ -66,14 +66,23 @@ def test_governance_commands_on_a_registered_version(runner: CliRunner, tiny_mod
     evaluated = runner.invoke(main, ["evaluate", "--model", version, "--data", str(synthetic_data[1])])
     assert evaluated.exit_code == 0 and json.loads(evaluated.stdout)["documents"] == 10
 
-    refused = runner.invoke(main, ["promote", version, "--reason", "no gate"])
+    refused = runner.invoke(main, ["approve", version, "--reason", "no gate"])
     assert refused.exit_code == 2 and "never been gated" in refused.stderr
-    refused = runner.invoke(main, ["promote", str(tiny_model), "--reason", "a path"])
+    refused = runner.invoke(main, ["approve", str(tiny_model), "--reason", "a path"])
     assert refused.exit_code == 2 and "registry versions only" in refused.stderr
+    refused = runner.invoke(main, ["champion", "set", version, "--reason", "by hand"])
+    assert refused.exit_code == 2 and "only a stage=prod version can become champion" in refused.stderr
+    assert "promote" not in runner.invoke(main, ["--help"]).stdout
 
     assert runner.invoke(main, ["ledger", "verify"]).exit_code == 0
     history = runner.invoke(main, ["ledger", "history"])
     assert "tester@test  registration resume-ner v1" in history.stdout
+    entry = gov.ledger.entries()[-1]
+    assert entry.evidence["acted_by"]["os_user"] and "flow_run" not in entry.evidence["acted_by"]
+
+    status = runner.invoke(main, ["status", "--json"])
+    assert status.exit_code == 0, status.output
+    assert json.loads(status.stdout)["champion"] is None and json.loads(status.stdout)["disagreements"] == []
 
     path = gov.ledger.path
     path.write_text(path.read_text().replace('"config_hash":"cfg"', '"config_hash":"CFG"'))
@@ -91,7 +100,7 @@ def test_predict_reads_stdin(runner: CliRunner, tiny_model: Path):
 def test_the_installed_entry_point_runs():
     exe = Path(sys.executable).parent / "nerops"
     out = subprocess.run([str(exe), "--help"], capture_output=True, text=True, check=True).stdout
-    for command in ("train", "evaluate", "predict", "demo", "data"):
+    for command in ("train", "evaluate", "predict", "demo", "data", "approve", "champion", "status", "reinstate"):
         assert command in out
 
 
@@ -139,3 +148,44 @@ def test_alerts_and_dashboard_commands_on_synthetic_telemetry(runner: CliRunner,
     result = runner.invoke(main, ["dashboard", "--out", str(out), "--hours", "0.5"])
     assert result.exit_code == 0 and out.read_text().count("<svg") == 5
     assert "error-rate" in out.read_text()
+
+
+def test_ledger_repair_discards_a_torn_last_line_after_confirmation(runner: CliRunner):
+    from nerops.ledger import Ledger
+    from nerops.settings import get_settings
+
+    ledger = Ledger(get_settings().ledger_path)
+    ledger.append("training", subject={"model": "resume-ner"}, evidence={"summary": "one"})
+    intact = ledger.path.read_bytes()
+    ledger.path.write_bytes(intact + b'{"v":1,"seq":2,"ti')  # a crash mid-write
+    assert runner.invoke(main, ["ledger", "repair", "--discard-partial"], input="n\n").exit_code == 1
+    assert ledger.path.read_bytes().startswith(intact) and len(ledger.path.read_bytes()) > len(intact)
+    result = runner.invoke(main, ["ledger", "repair", "--discard-partial"], input="y\n")
+    assert result.exit_code == 0 and "discarded 18 bytes" in result.stdout
+    assert ledger.path.read_bytes() == intact
+    again = runner.invoke(main, ["ledger", "repair", "--discard-partial", "--yes"])
+    assert "nothing to repair" in again.stdout
+
+
+def test_approve_then_champion_set_then_status(runner: CliRunner, tiny_model: Path, synthetic_data, synthetic_personal):
+    from nerops.data import read_corpus
+    from nerops.gate import GatePolicy
+    from nerops.gating import run_gate
+    from nerops.lifecycle import open_governance
+
+    gov = open_governance(actor="tester@test")
+    version = gov.register(tiny_model, dataset_version="synthetic", config_hash="cfg", git_commit="abc",
+                           libraries={}, params={}, metrics={}).version  # fmt: skip
+    policy = GatePolicy(min_micro_f1=0.5, max_latency_ratio=3.0, bootstrap_samples=200)
+    assert run_gate(gov, version, read_corpus(synthetic_data[1]), policy, test_sha256="0" * 64,
+                    personal=synthetic_personal)[0].passed  # fmt: skip
+    approved = runner.invoke(main, ["approve", version, "--reason", "passed"])
+    assert approved.exit_code == 0, approved.output
+    assert "approved v1 (ledger entry 3): stage=prod, challenger; the champion stays none" in approved.stdout
+    moved = runner.invoke(main, ["champion", "set", version, "--reason", "first model, by hand"])
+    assert moved.exit_code == 0 and "champion moved from none to 1 (ledger entry 4)" in moved.stdout
+    status = runner.invoke(main, ["status"])
+    assert "champion   v1" in status.stdout and "challenger none" in status.stdout
+    assert "the ledger's champion is v1 but endpoint resume-ner has never run here" in status.stdout
+    retire = runner.invoke(main, ["retire", version, "--reason", "no"])
+    assert retire.exit_code == 2 and "v1 is the champion: move the champion first" in retire.stderr

@@ -42,7 +42,7 @@ def state(
     synthetic_data,
     synthetic_personal,
 ):
-    """A state folder whose registry holds v1 and v2 (stage=prod) and v3 (a candidate)."""
+    """A state folder whose registry holds v1 and v2 (approved: stage=prod) and v3 (a candidate); no champion yet."""
     from nerops.data import read_corpus
     from nerops.gating import run_gate
     from nerops.lifecycle import open_governance
@@ -58,7 +58,7 @@ def state(
         ).version
         if model is not weak_model:
             assert run_gate(gov, version, docs, POLICY, test_sha256="0" * 64, personal=synthetic_personal)[0].passed
-            gov.promote(version, reason="test")
+            gov.approve(version, reason="test")
     yield folder
     mp.undo()
 
@@ -67,9 +67,12 @@ def state(
 def endpoint(state: Path):
     mp = pytest.MonkeyPatch()
     mp.setenv("NEROPS_STATE_DIR", str(state))
+    from nerops.first_deployment import deploy_first
+    from nerops.lifecycle import open_governance
+
     ep = LocalEndpoint.start(Settings(state_dir=state), "test-ep", export_interval=0.5)
     client = ep.client()
-    client.create_deployment("blue", "1", instance_count=2)
+    deploy_first(open_governance(actor="tester@test"), client, "1", "blue", endpoint="test-ep", instances=2)
     client.create_deployment("green", "2", instance_count=1)
     client.set_traffic({"blue": 70, "green": 30})
     yield ep
@@ -124,6 +127,45 @@ def test_control_rules_are_enforced_with_readable_errors(endpoint: LocalEndpoint
     assert bad_key.status_code == 401
 
 
+def test_the_first_model_became_champion_by_an_initial_deployment_with_its_evidence(endpoint: LocalEndpoint):
+    from nerops.lifecycle import open_governance
+
+    gov = open_governance()
+    (entry,) = gov.ledger.find("initial_deployment")
+    assert entry.subject["version"] == "1" and gov.state().champion == "1"
+    evidence = entry.evidence
+    assert evidence["readiness"] == {"ready": True} and len(evidence["probes"]) == 3
+    assert all(p["status"] == 200 and p["entities"] is not None for p in evidence["probes"])
+    assert evidence["thresholds"]["verdict"] == "pass" and evidence["thresholds"]["against"] is None
+    assert (evidence["endpoint"], evidence["deployment"]) == ("test-ep", "blue")
+    assert gov.registry.alias_version("champion") == "1"
+
+
+def test_status_shows_what_is_live_and_every_disagreement(endpoint: LocalEndpoint, state: Path):
+    from nerops.lifecycle import open_governance
+    from nerops.status import collect, read_endpoint
+
+    gov = open_governance()
+    report = collect(gov, "test-ep", read_endpoint(state, "test-ep"))
+    assert (report.champion, report.challenger, report.rollout) == ("1", "2", None)
+    assert [(d["name"], d["version"], d["weight"]) for d in report.deployments] == [
+        ("blue", "1", 70),
+        ("green", "2", 30),
+    ]
+    assert report.disagreements == [], report.describe()
+    gov.registry.set_alias("champion", "2")  # someone moved the alias by hand
+    try:
+        report = collect(gov, "test-ep", read_endpoint(state, "test-ep"))
+        assert report.disagreements == ["registry: alias champion points at 2 but the ledger says 1"]
+        saved = read_endpoint(state, "test-ep")
+        saved["traffic"] = {"blue": 40, "green": 60}  # an endpoint that no longer matches the ledger
+        text = collect(gov, "test-ep", saved).describe()
+        assert "deployment green: the endpoint has v2 at 60 % (mirror 0 %), the ledger v2 at 30 % (mirror 0 %)" in text
+        assert "the stable deployment green serves v2, but the champion is v1" in text
+    finally:
+        gov.registry.set_alias("champion", "1")
+
+
 def test_every_control_change_is_in_the_ledger(endpoint: LocalEndpoint):
     from nerops.lifecycle import open_governance
 
@@ -131,6 +173,11 @@ def test_every_control_change_is_in_the_ledger(endpoint: LocalEndpoint):
     assert ("deployment_created", "blue") in kinds and ("deployment_created", "green") in kinds
     traffic = [e for e in open_governance().ledger.find("traffic_change")]
     assert traffic[-1].evidence["after"]["traffic"] == {"blue": 70, "green": 30}
+    from nerops.actors import fingerprint
+
+    who = traffic[-1].evidence["acted_by"]
+    assert who["credential"] == fingerprint(endpoint.key) and who["os_user"]
+    assert endpoint.key not in open_governance().ledger.path.read_text()  # the key itself is never recorded
 
 
 def test_pinned_requests_and_answer_identity(endpoint: LocalEndpoint):

@@ -57,7 +57,7 @@ def state(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path, synthetic_
     ).version
     docs = read_corpus(synthetic_data[1])
     assert run_gate(gov, version, docs, POLICY, test_sha256="0" * 64, personal=synthetic_personal)[0].passed
-    gov.promote(version, reason="test")
+    gov.approve(version, reason="test")
     yield folder
     mp.undo()
 

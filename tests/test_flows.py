@@ -39,27 +39,33 @@ def artifacts(key: str) -> list:
     return asyncio.run(read())
 
 
-def test_retrain_promotes_a_first_model_then_rejects_a_weak_one():
+def test_retrain_approves_a_first_model_then_rejects_a_weak_one():
     from flows.retrain_model import retrain_model
     from nerops.lifecycle import open_governance
     from nerops.params import RetrainRequest
 
     first = retrain_model(RetrainRequest(config="quick", reason="test: first"))
-    assert first["version"] == "1" and first["passed"] and first["promoted"]
+    assert first["version"] == "1" and first["passed"] and first["approved"]
     assert first["test_micro_f1"] >= 0.40
+    gov = open_governance()
+    assert (gov.state().champion, gov.state().challenger) == (None, "1"), "approval does not move the champion"
+    gov.set_champion("1", expected=None, reason="test: stands in for the initial deployment")
 
     weak = retrain_model(RetrainRequest(config="quick", train_fraction=0.1, reason="test: weak"))
-    assert weak["version"] == "2" and not weak["passed"] and not weak["promoted"]
+    assert weak["version"] == "2" and not weak["passed"] and not weak["approved"]
     assert any("lower bound not above" in reason for reason in weak["reasons"])
 
-    gov = open_governance()
     assert gov.registry.alias_version("champion") == "1"
     assert [v.stage for v in gov.registry.list_versions()] == ["prod", "candidate"]
-    assert [e.kind for e in gov.ledger.entries()] == [
-        *("training", "registration", "gate", "promotion"),
+    entries = gov.ledger.entries()
+    assert [e.kind for e in entries] == [
+        *("training", "registration", "gate", "approval", "champion_change"),
         *("training", "registration", "gate"),
     ]
     assert gov.verify().ok
+    flow_entries = [e for e in entries if e.kind != "champion_change"]
+    assert all(e.evidence["acted_by"]["flow_run"]["flow"] == "retrain-model" for e in flow_entries)
+    assert all(e.evidence["acted_by"]["os_user"] for e in entries)
 
     (markdown,) = artifacts("gate-v2")
     assert "# Gate: v2 FAILED" in markdown.data
@@ -78,6 +84,26 @@ def test_gate_model_flow_regates_against_the_current_champion():
     from nerops.params import GateRequest
 
     result = gate_model(GateRequest(version="2"))
-    assert result == {"version": "2", "passed": False, "promoted": False}
+    assert result == {"version": "2", "passed": False, "approved": False}
     result = gate_model(GateRequest(version="champion"))
     assert result["version"] == "1" and result["passed"]  # against no one but the thresholds: it is the champion
+
+
+def test_gate_model_with_its_defaults_gates_the_newest_ungated_candidate(tmp_path):
+    import shutil
+
+    from flows.gate_model import gate_model
+    from nerops.lifecycle import open_governance
+
+    assert gate_model()["summary"] == "nothing to gate"  # v1 and v2 both have gate entries
+    gov = open_governance()
+    registered = gov.ledger.find("registration", version="2")[0].evidence
+    copy = tmp_path / "copy"
+    shutil.copytree(gov.ledger.find("training")[-1].evidence["model_dir"], copy)
+    (copy / "NOTE").write_text("a copy of v2, so another artifact hash: a new version")
+    lineage = registered["lineage"]
+    version = gov.register(copy, dataset_version=lineage["dataset_version"], config_hash=lineage["config_hash"],
+                           git_commit="test", libraries={}, params={}, metrics={}).version  # fmt: skip
+    result = gate_model()
+    assert result["version"] == version == "3" and result["passed"] is False
+    assert gate_model()["summary"] == "nothing to gate"

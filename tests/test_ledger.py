@@ -339,6 +339,92 @@ def test_anchor_behind_is_a_warning_that_reanchor_repairs(tmp_path: Path):
     assert ledger.verify().problems == () and anchor.read().seq == 4
 
 
+class UnreachableAnchor(FileAnchor):
+    """A real file anchor that can be made unreachable, as a registry is while its server is down."""
+
+    down = False
+
+    def read(self) -> Head | None:
+        if self.down:
+            raise ConnectionError("connection refused")
+        return super().read()
+
+    def write(self, head: Head) -> None:
+        if self.down:
+            raise ConnectionError("connection refused")
+        super().write(head)
+
+
+def test_a_remote_anchor_may_lag_and_catches_up(tmp_path: Path):
+    remote = UnreachableAnchor(tmp_path / "registry" / "head.json")
+    ledger = Ledger(tmp_path / "ledger.jsonl", FileAnchor(tmp_path / "head.json"), remote=remote, default_actor="ci")
+    ledger.append("training", subject={}, evidence={})
+    remote.down = True
+    ledger.append("traffic_change", subject={}, evidence={})  # the registry is down: the append goes on
+    assert [p.kind for p in ledger.verify().problems] == ["anchor_unreachable"] and ledger.verify().ok
+    with pytest.raises(ConnectionError):
+        ledger.catch_up()
+    remote.down = False
+    report = ledger.verify()
+    assert report.ok and [(p.kind, p.seq) for p in report.problems] == [("anchor_behind", 1)]
+    assert "the registry anchor is behind: it records entry 1" in report.describe()
+    assert ledger.catch_up() == (Head(1, ledger.entries()[0].hash), ledger.head())
+    assert ledger.verify().problems == () and "registry anchor at the head" in ledger.verify().describe()
+
+
+def test_a_remote_anchor_still_catches_a_cut_off_tail_when_the_local_one_is_rewritten(tmp_path: Path):
+    remote = UnreachableAnchor(tmp_path / "registry" / "head.json")
+    local = FileAnchor(tmp_path / "head.json")
+    ledger = Ledger(tmp_path / "ledger.jsonl", local, remote=remote, default_actor="ci")
+    for kind in KINDS:
+        ledger.append(kind, subject={}, evidence={})
+    write_lines(ledger, read_lines(ledger)[:-1])
+    local.write(Head(3, ledger.entries()[-1].hash))  # whoever cut the file rewrote the local anchor too
+    problem = only_problem(ledger)
+    assert problem.kind == "truncated" and "the registry anchor records entry 4" in problem.message
+
+
+def test_a_state_folder_from_before_the_local_anchor_adopts_it_on_the_next_append(tmp_path: Path):
+    remote = FileAnchor(tmp_path / "registry" / "head.json")
+    old = Ledger(tmp_path / "ledger.jsonl", remote, default_actor="ci")  # as it was: the registry anchor only
+    old.append("promotion", subject={"model": "m", "version": "1"}, evidence={})
+    ledger = Ledger(old.path, FileAnchor(tmp_path / "head.json"), remote=remote, default_actor="ci")
+    assert ledger.verify().ok and ledger.verify().problems == ()
+    assert "local anchor not written yet" in ledger.verify().describe()
+    ledger.append("approval", subject={"model": "m", "version": "2"}, evidence={})
+    assert ledger.anchor.read() == remote.read() == ledger.head()
+    ledger.anchor.path.unlink()
+    assert ledger.catch_up() == (ledger.head(), ledger.head()) and ledger.anchor.read() == ledger.head()
+
+
+def test_compare_and_append_refuses_returns_or_appends_inside_the_lock(tmp_path: Path):
+    ledger = make_ledger(tmp_path, 2)
+    seen = []
+
+    def refuse(entries):
+        seen.append(len(entries))
+        raise LedgerError("the precondition no longer holds")
+
+    with pytest.raises(LedgerError, match="no longer holds"):
+        ledger.append("gate", subject={}, evidence={}, check=refuse)
+    first = ledger.entries()[0]
+    assert ledger.append("gate", subject={}, evidence={}, check=lambda entries: entries[0]) == first
+    added = ledger.append("gate", subject={}, evidence={}, check=lambda entries: None)
+    assert seen == [2] and added.seq == 3 and len(ledger.entries()) == 3
+
+
+def test_who_acted_is_recorded_and_a_credential_only_by_fingerprint(tmp_path: Path):
+    from nerops.actors import acted_by, os_user
+
+    ledger = Ledger(tmp_path / "ledger.jsonl", context=lambda: acted_by(credential="s3cret-key"))
+    entry = ledger.append("traffic_change", subject={}, evidence={"summary": "x"})
+    who = entry.evidence["acted_by"]
+    assert who["os_user"] == os_user() and who["credential"].startswith("sha256:") and "flow_run" not in who
+    assert "s3cret-key" not in ledger.path.read_text()
+    given = ledger.append("gate", subject={}, evidence={"acted_by": {"os_user": "ops"}})
+    assert given.evidence["acted_by"] == {"os_user": "ops"}  # what the caller recorded is kept
+
+
 def test_missing_anchor_is_an_error_until_reanchored(tmp_path: Path):
     ledger = make_ledger(tmp_path, 3)
     ledger.anchor.path.unlink()
@@ -419,3 +505,34 @@ def test_two_anchored_processes_leave_the_anchor_at_the_head(tmp_path: Path):
     entries = append_from_two_processes(path, anchor, 25)  # each anchor write costs two more fsyncs: fewer entries
     report = Ledger(path, FileAnchor(anchor)).verify()
     assert report.problems == () and report.anchor == report.head == Head(50, entries[-1].hash)
+
+
+class DownRegistry:
+    """The two registry calls an anchor makes, against a registry that is down until told otherwise."""
+
+    def __init__(self) -> None:
+        self.down, self.calls, self.value = True, 0, None
+
+    def read_anchor(self) -> str | None:
+        self.calls += 1
+        if self.down:
+            raise ConnectionError("connection refused")
+        return self.value
+
+    def write_anchor(self, value: str) -> None:
+        self.calls += 1
+        if self.down:
+            raise ConnectionError("connection refused")
+        self.value = value
+
+
+def test_appends_during_a_registry_outage_do_not_each_wait_for_it(tmp_path: Path):
+    from nerops.registry.anchor import RegistryAnchor
+
+    registry = DownRegistry()
+    ledger = Ledger(tmp_path / "l.jsonl", FileAnchor(tmp_path / "head.json"), remote=RegistryAnchor(registry))
+    for n in range(3):
+        ledger.append("traffic_change", subject={}, evidence={"n": n})
+    assert registry.calls == 1, "only the first append tried the registry"
+    registry.down = False
+    assert ledger.catch_up()[1] == ledger.head() and registry.value == f"3:{ledger.head().hash}"

@@ -105,45 +105,108 @@ def demo() -> None:
 @click.option("--config", "config_name", type=click.Choice(["quick", "full"]), default="quick", show_default=True)
 @click.option("--seed", type=int, default=None, help="Override the config's seed.")
 @click.option("--train-fraction", type=click.FloatRange(0, 1, min_open=True), default=None)
-@click.option("--no-promote", is_flag=True, help="Gate, but do not promote on a pass.")
+@click.option("--no-approve", is_flag=True, help="Gate, but do not approve on a pass.")
 @click.option("--reason", default="manual retrain", show_default=True, help="Recorded in the ledger.")
-def retrain(config_name: str, seed: int | None, train_fraction: float | None, no_promote: bool, reason: str) -> None:
-    """Run the retrain-model flow: train, evaluate, register, gate, promote on pass."""
+def retrain(config_name: str, seed: int | None, train_fraction: float | None, no_approve: bool, reason: str) -> None:
+    """Run the retrain-model flow: train, evaluate, register, gate, approve on pass."""
     configure_prefect(get_settings())
     from flows.retrain_model import retrain_model
     from nerops.params import RetrainRequest
 
     request = RetrainRequest(
-        config=config_name, seed=seed, train_fraction=train_fraction, promote_on_pass=not no_promote, reason=reason
+        config=config_name, seed=seed, train_fraction=train_fraction, approve_on_pass=not no_approve, reason=reason
     )
     click.echo(json.dumps(retrain_model(request), indent=2))
 
 
 @main.command()
 @click.argument("version")
-@click.option("--promote", "promote_on_pass", is_flag=True, help="Promote on a pass.")
+@click.option("--approve", "approve_on_pass", is_flag=True, help="Approve on a pass (stage=prod, challenger).")
 @click.option("--reason", default="manual gate", show_default=True)
-def gate(version: str, promote_on_pass: bool, reason: str) -> None:
+def gate(version: str, approve_on_pass: bool, reason: str) -> None:
     """Gate VERSION (number or alias) against the champion on the fixed test set."""
-    from nerops.lifecycle import gate_version, promote_version
+    from nerops.lifecycle import approve_version, gate_version
 
     result = gate_version(version, actor=get_settings().who)
     click.echo(result["summary"])
-    if result["passed"] and promote_on_pass:
-        promoted = promote_version(result["challenger"]["version"], reason, actor=get_settings().who)
-        click.echo(f"promoted v{promoted['version']}: stage={promoted['stage']}, aliases={promoted['aliases']}")
+    if result["passed"] and approve_on_pass:
+        approved = approve_version(result["challenger"]["version"], reason, actor=get_settings().who)
+        click.echo(_approved(approved))
     sys.exit(0 if result["passed"] else 1)
 
 
 @main.command()
 @click.argument("version")
 @click.option("--reason", required=True, help="Why (recorded in the ledger).")
-def promote(version: str, reason: str) -> None:
-    """Promote VERSION to stage=prod and champion; refused without a current gate pass."""
-    from nerops.lifecycle import promote_version
+def approve(version: str, reason: str) -> None:
+    """Approve VERSION for production traffic (stage=prod, alias challenger); needs a current gate pass."""
+    from nerops.lifecycle import approve_version
 
-    promoted = promote_version(version, reason, actor=get_settings().who)
-    click.echo(f"promoted v{promoted['version']}: stage={promoted['stage']}, aliases={promoted['aliases']}")
+    click.echo(_approved(approve_version(version, reason, actor=get_settings().who)))
+
+
+def _approved(result: dict) -> str:
+    champion = f"v{result['champion']}" if result["champion"] else "none"
+    return (
+        f"approved v{result['version']} (ledger entry {result['ledger_seq']}): stage={result['stage']}, "
+        f"challenger; the champion stays {champion} until a rollout completes"
+    )
+
+
+@main.group()
+def champion() -> None:
+    """The champion: the version the production endpoint's stable deployment serves."""
+
+
+@champion.command("set")
+@click.argument("version")
+@click.option("--reason", required=True, help="Why (recorded in the ledger).")
+def champion_set(version: str, reason: str) -> None:
+    """Make VERSION (stage=prod) champion by hand, audited; refused if the champion moves meanwhile."""
+    from nerops.lifecycle import open_governance
+
+    gov = open_governance()
+    before = gov.state().champion
+    entry = gov.set_champion(version, expected=before, reason=reason)
+    click.echo(
+        f"champion moved from {before or 'none'} to {entry.subject['version']} (ledger entry {entry.seq}); "
+        "the endpoint's traffic is not changed by this command"
+    )
+
+
+@main.command()
+@click.argument("version")
+@click.option("--reason", required=True, help="Why (recorded in the ledger).")
+def retire(version: str, reason: str) -> None:
+    """Archive a stage=prod VERSION as retired (not the champion or challenger); `reinstate` undoes it."""
+    from nerops.lifecycle import open_governance
+
+    entry = open_governance().retire(version, reason=reason)
+    click.echo(f"retired v{entry.subject['version']} (ledger entry {entry.seq})")
+
+
+@main.command()
+@click.argument("version")
+@click.option("--reason", required=True, help="Why (recorded in the ledger).")
+def reinstate(version: str, reason: str) -> None:
+    """Return a retired VERSION to stage=prod (never a rolled-back or faulty one)."""
+    from nerops.lifecycle import open_governance
+
+    entry = open_governance().reinstate(version, reason=reason)
+    click.echo(f"reinstated v{entry.subject['version']} as stage=prod (ledger entry {entry.seq})")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable.")
+def status(as_json: bool) -> None:
+    """What is live: deployments and weights, champion, challenger, a running rollout, and every disagreement."""
+    from nerops.lifecycle import open_governance
+    from nerops.status import collect, read_endpoint
+
+    settings = get_settings()
+    name = settings.endpoint_of()
+    report = collect(open_governance(settings), name, read_endpoint(settings.state, name))
+    click.echo(report.to_json() if as_json else report.describe())
 
 
 @main.command("audit-artifacts")
@@ -194,12 +257,46 @@ def ledger() -> None:
 
 @ledger.command("verify")
 def ledger_verify() -> None:
-    """Check the hash chain, its anchor, and that registry and ledger agree; exit 1 on a problem."""
+    """Check the hash chain, its anchors, and that registry and ledger agree; exit 1 on a problem.
+
+    A registry anchor left behind while the registry was unreachable is reported, then caught up.
+    """
     from nerops.lifecycle import open_governance
 
-    report = open_governance().verify()
+    report = open_governance().verify(catch_up=True)
     click.echo(report.describe())
     sys.exit(0 if report.ok else 1)
+
+
+@ledger.command("live-at")
+@click.argument("when")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable.")
+def ledger_live_at(when: str, as_json: bool) -> None:
+    """What was live at WHEN (ISO 8601, e.g. 2026-11-26T07:15:03Z), from the ledger alone."""
+    from nerops.ledger import Ledger
+    from nerops.live_at import live_at
+
+    settings = get_settings()
+    answer = live_at(Ledger(settings.ledger_path).entries(), when, model=settings.registered_model)
+    click.echo(json.dumps(answer.to_dict(), indent=2) if as_json else answer.describe())
+
+
+@ledger.command("repair")
+@click.option("--discard-partial", is_flag=True, required=True, help="Remove a last line cut off mid-write.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def ledger_repair(discard_partial: bool, yes: bool) -> None:
+    """Repair a torn last line (a crash mid-write); committed entries are never touched."""
+    from nerops.ledger import Ledger
+
+    ledger = Ledger(get_settings().ledger_path)
+    torn = ledger.partial_line()
+    if torn is None:
+        click.echo("nothing to repair: the last line is complete")
+        return
+    click.echo(f"line {torn[0]} of {ledger.path} is cut off ({torn[1]} bytes, no line end)", err=True)
+    if not yes:
+        click.confirm("discard it?", abort=True, err=True)
+    click.echo(f"discarded {ledger.discard_partial_line()} bytes; run `nerops ledger verify`")
 
 
 @ledger.command("history")

@@ -29,7 +29,10 @@ MARK_KINDS = {
     "traffic_change": "#1f77b4",
     "deployment_created": "#2ca02c",
     "deployment_deleted": "#7f7f7f",
-    "promotion": "#9467bd",
+    "promotion": "#9467bd",  # old entries: approval and champion change in one
+    "approval": "#bcbd22",
+    "champion_change": "#9467bd",
+    "initial_deployment": "#9467bd",
     "rollback": "#d62728",
     "alert": "#ff7f0e",
 }

@@ -8,7 +8,8 @@
     ├── ModelError               a model folder cannot be loaded or used
     ├── RegistryError            unknown model version or alias, bad reference
     ├── LineageError             lineage tags or artifacts changed since registration
-    ├── PromotionError           no current gate pass, an artifact path instead of a version
+    ├── PromotionError           an approval or champion change refused: no current pass, not prod, a path
+    │   └── ConflictError        a competing change came first ("champion moved from 3 to 4 at ...")
     ├── LedgerError              the audit ledger cannot be read or appended to safely
     └── TransientBackendError    a backend failed in a way worth retrying
 
@@ -67,7 +68,11 @@ class LineageError(NeropsError):
 
 
 class PromotionError(NeropsError):
-    """A promotion was refused: no current gate pass, a bad reference, or broken lineage."""
+    """An approval or champion change was refused: no current gate pass, a bad reference, or broken lineage."""
+
+
+class ConflictError(PromotionError):
+    """A compare-and-append lost: what the caller expected (e.g. the champion) changed first; the message says how."""
 
 
 class LedgerError(NeropsError):

@@ -19,7 +19,6 @@ from nerops.gate import GateEvidence, GatePolicy, GateResult, ModelScores, decid
 from nerops.governance import Governance
 from nerops.model.personal import PersonalStrings, audit_folder
 from nerops.model.pipeline import Extractor
-from nerops.registry import CHAMPION
 
 
 @dataclass
@@ -61,13 +60,14 @@ def run_gate(
     test_sha256: str,
     personal: PersonalStrings | None,
 ) -> tuple[GateResult, dict[str, object]]:
-    """Gate ``version`` against the current champion; write the decision to the ledger and tags.
+    """Gate ``version`` against the current champion (the ledger's); write the decision to the ledger and tags.
 
+    Fails closed: a registry failure raises (a transient error) and never turns into "no champion".
     ``personal`` is the training set's personal strings: the challenger's files are audited for
     them (counts only reach the evidence); with None the audit cannot run and the gate fails.
     """
     challenger_version = gov.resolve(version)
-    champion_version = gov.registry.alias_version(CHAMPION)
+    champion_version = gov.state().champion
     if champion_version == challenger_version:
         champion_version = None
     with tempfile.TemporaryDirectory(prefix="nerops-gate-") as tmp:

@@ -1,65 +1,47 @@
-"""Governance: register, check lineage, gate, promote and reconcile, with the ledger as commit point.
+"""Governance: register, check lineage, gate, approve, move the champion, with the ledger as commit point.
 
 Order of writes, so that a failure leaves nothing half-done:
 
-- register: validate the model folder -> registry version (tags: lineage, stage=candidate)
-  -> ledger ``registration`` (the commit point). A crash in between leaves an *orphan* version
-  that :meth:`Governance.verify` reports and :meth:`Governance.reconcile` repairs.
-- gate / promote: validate (lineage intact, current pass) -> ledger entry (commit point)
-  -> registry tags and aliases. A crash after the ledger write is repaired by reconcile,
-  which re-applies the ledger's decisions to the registry (the ledger wins).
+- register: look the model folder's hash up (a retry returns the version already made) -> registry
+  version (tags: lineage, stage=candidate) -> ledger ``registration`` (the commit point). A crash in
+  between leaves an *orphan* version that ``verify`` reports and ``reconcile`` repairs.
+- approve / champion changes / retire / reinstate: validate (lineage intact) -> compare-and-append under
+  the ledger lock (the precondition, e.g. "the champion is still 3", is checked against the ledger
+  inside the lock; the same request retried returns the entry already written) -> registry tags and
+  aliases, a view of the ledger that ``reconcile`` re-applies after a crash (the ledger wins).
+
+The state machine itself (which kinds move what) is :mod:`nerops.decisions`.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import tempfile
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 
-from nerops.errors import LineageError, PromotionError, RegistryError
+from nerops.decisions import (
+    ModelState,
+    Ref,
+    Refusal,
+    approval_refusal,
+    champion_refusal,
+    reinstate_refusal,
+    replay,
+    retire_refusal,
+)
+from nerops.errors import ConflictError, LineageError, PromotionError, RegistryError, TransientBackendError
 from nerops.gate import GateResult
-from nerops.ledger import Head, Ledger, VerifyReport
+from nerops.ledger import Entry, Ledger
 from nerops.model.pipeline import Extractor
 from nerops.registry import CHALLENGER, CHAMPION, STAGE_TAG, ModelRegistry, VersionInfo
+from nerops.registry.anchor import RegistryAnchor
 from nerops.registry.lineage import artifact_sha256, lineage_changes, lineage_tags
 
+__all__ = ["SYNTHETIC_EXAMPLE", "Governance", "RegistryAnchor", "request_key"]
+
 SYNTHETIC_EXAMPLE = "Jane Example  Software Engineer  jane.example@example.com  Python, SQL  2015-2020 Example Corp"
-
-
-class RegistryAnchor:
-    """Keeps the ledger's head in a tag of the registered model: outside the ledger file."""
-
-    def __init__(self, registry: ModelRegistry) -> None:
-        self.registry = registry
-
-    def read(self) -> Head | None:
-        value = self.registry.read_anchor()
-        if not value:
-            return None
-        seq, _, digest = value.partition(":")
-        return Head(int(seq), digest)
-
-    def write(self, head: Head) -> None:
-        self.registry.write_anchor(f"{head.seq}:{head.hash}")
-
-
-@dataclass
-class GovernanceReport:
-    """What ``nerops ledger verify`` prints: the chain's state plus registry/ledger agreement."""
-
-    ledger: VerifyReport
-    orphans: list[str] = field(default_factory=list)
-    drift: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return self.ledger.ok and not self.orphans and not self.drift
-
-    def describe(self) -> str:
-        lines = [self.ledger.describe()]
-        lines += [f"orphan: registry version {v} has no registration entry in the ledger" for v in self.orphans]
-        lines += [f"drift: {d}" for d in self.drift]
-        return "\n".join(lines)
 
 
 class Governance:
@@ -69,21 +51,28 @@ class Governance:
         self.actor = actor
         self.model = registry.model_name
 
+    def state(self) -> ModelState:
+        """The model's stages, champion and challenger, replayed from the ledger alone."""
+        return replay(self.ledger.find(model=self.model))
+
     # --- references ----------------------------------------------------------------------
 
     def resolve(self, ref: str) -> str:
-        """A version number from a number or an alias; an artifact path is refused."""
+        """A version number from a number or an alias (read from the ledger); an artifact path is refused."""
         ref = str(ref).strip()
         if "/" in ref or "\\" in ref or ref.startswith((".", "~")) or Path(ref).exists():
             raise PromotionError(
-                f"{ref!r} looks like an artifact path: deployments and promotions take registry versions only "
+                f"{ref!r} looks like an artifact path: deployments and approvals take registry versions only "
                 f"(a version number of {self.model}, or the alias {CHAMPION!r} / {CHALLENGER!r})"
             )
         if ref.lstrip("v").isdigit():
             return self.registry.get_version(ref.lstrip("v")).version
-        version = self.registry.alias_version(ref)
-        if version is None:
+        if ref not in (CHAMPION, CHALLENGER):
             raise RegistryError(f"{self.model} has no version or alias {ref!r}")
+        state = self.state()
+        version = state.champion if ref == CHAMPION else state.challenger
+        if version is None:
+            raise RegistryError(f"{self.model} has no {ref} yet (according to the ledger)")
         return version
 
     # --- training and registration --------------------------------------------------------
@@ -102,7 +91,7 @@ class Governance:
         params: dict[str, object],
         metrics: dict[str, float],
     ) -> VersionInfo:
-        """Log and register a trained model folder as a new candidate version."""
+        """Log and register a trained model folder as a new candidate version (once: a retry finds it)."""
         Extractor.load(model_dir)  # validate before writing anything
         lineage = {
             "dataset_version": dataset_version,
@@ -111,6 +100,11 @@ class Governance:
             "artifact_sha256": artifact_sha256(model_dir),
             **{f"lib.{name}": version for name, version in sorted(libraries.items())},
         }
+        existing = self.registry.find_by_artifacts(lineage["artifact_sha256"])
+        if existing is not None:
+            if self.registration(existing.version) is None:
+                self._record_registration(existing.version, existing.lineage, metrics, repaired="retried registration")
+            return self.registry.get_version(existing.version)
         info = self.registry.log_version(
             model_dir,
             params=params,
@@ -120,13 +114,17 @@ class Governance:
         )
         lineage["run_id"] = info.run_id or ""
         self.registry.set_tags(info.version, lineage_tags({"run_id": lineage["run_id"]}))
+        self._record_registration(info.version, lineage, metrics)
+        return self.registry.get_version(info.version)
+
+    def _record_registration(self, version: str, lineage: dict, metrics: dict, repaired: str | None = None) -> None:
+        evidence = {"lineage": lineage, "metrics": metrics, "stage": "candidate"}
         self.ledger.append(
             "registration",
-            subject={"model": self.model, "version": info.version},
-            evidence={"lineage": lineage, "metrics": metrics, "stage": "candidate"},
+            subject={"model": self.model, "version": version},
+            evidence={**evidence, "repaired": repaired} if repaired else evidence,
             actor=self.actor,
         )
-        return self.registry.get_version(info.version)
 
     def registration(self, version: str) -> dict[str, str] | None:
         entries = self.ledger.find("registration", model=self.model, version=str(version))
@@ -161,9 +159,9 @@ class Governance:
         with tempfile.TemporaryDirectory(prefix="nerops-load-") as tmp:
             return Extractor.load(self.check_lineage(version, Path(tmp)))
 
-    # --- gate and promotion ------------------------------------------------------------------
+    # --- gate, approval and the champion ---------------------------------------------------------
 
-    def record_gate(self, result: GateResult, evidence: dict[str, object]) -> None:
+    def record_gate(self, result: GateResult, evidence: dict[str, object]) -> Entry:
         """Ledger first (the decision), then tags on the version for people browsing the registry."""
         entry = self.ledger.append(
             "gate",
@@ -180,127 +178,132 @@ class Governance:
             result.challenger,
             {"gate.verdict": result.verdict, "gate.champion": result.champion or "none", "gate.ledger_seq": entry.seq},
         )
+        return entry
 
-    def current_pass(self, version: str) -> tuple[bool, str]:
-        gates = self.ledger.find("gate", model=self.model, version=str(version))
-        if not gates:
-            return False, f"v{version} has never been gated"
-        last = gates[-1]
-        champion = self.registry.alias_version(CHAMPION)
-        if last.evidence["verdict"] != "pass":
-            return False, f"v{version}'s last gate (ledger entry {last.seq}) failed: {last.evidence['summary']}"
-        if last.evidence["champion_version"] != champion:
-            return False, (
-                f"v{version} passed against champion {last.evidence['champion_version'] or 'none'} "
-                f"(ledger entry {last.seq}), "
-                f"but the champion is now {champion}: gate it again"
-            )
-        return True, f"gate pass in ledger entry {last.seq}"
-
-    def promote(self, ref: str, *, reason: str) -> VersionInfo:
-        """Tag a version ``stage=prod`` and make it champion: only with a current gate pass and intact lineage."""
+    def approve(self, ref: str, *, reason: str) -> Entry:
+        """Approve a version for production traffic (stage=prod, alias challenger): needs a current gate pass."""
         version = self.resolve(ref)
-        info = self.registry.get_version(version)
-        if info.stage == "archived":
-            raise PromotionError(f"v{version} is archived: {info.tags.get('archived.reason', 'no reason given')}")
-        ok, why = self.current_pass(version)
-        if not ok:
-            raise PromotionError(f"cannot promote v{version}: {why}")
+        self._lineage_ok(version, "approve")
+        gate = self.state().gates.get(version)
+        return self._compare_and_append(
+            "approval",
+            version,
+            {"stage": "prod", "reason": reason, "gate_seq": gate.seq if gate else None},
+            lambda state: approval_refusal(state, version),
+            request={"gate_seq": gate.seq if gate else None, "reason": reason},
+            in_force=lambda state, done: state.approvals.get(version) == done,
+            what="approve",
+        )
+
+    def set_champion(
+        self, ref: str, *, expected: str | None, reason: str, cause: str = "manual", evidence: dict | None = None
+    ) -> Entry:
+        """Move the champion from ``expected`` to a stage=prod version (audited; refused if it moved meanwhile)."""
+        version = ref if cause in ("rollout", "rollback") else self.resolve(ref)  # no registry needed for these
+        if cause == "manual":
+            self._lineage_ok(version, "make champion")
+        kind = "initial_deployment" if cause == "initial_deployment" else "champion_change"
+        return self._compare_and_append(
+            kind,
+            version,
+            {"previous_champion": expected, "cause": cause, "reason": reason, **(evidence or {})},
+            lambda state: champion_refusal(state, version, expected, cause),
+            request={"expected": expected, "cause": cause, "reason": reason},
+            in_force=lambda state, done: state.champion == version and state.champion_by == done,
+            what="make champion",
+        )
+
+    def retire(self, ref: str, *, reason: str) -> Entry:
+        """Archive a stage=prod version as ``retired`` (neither champion nor challenger); reinstate undoes it."""
+        version = self.resolve(ref)
+        return self._compare_and_append(
+            "archive",
+            version,
+            {"archived": "retired", "reason": reason},
+            lambda state: retire_refusal(state, version),
+            request={},
+            in_force=lambda state, done: state.archived.get(version) == "retired",
+            what="retire",
+        )
+
+    def reinstate(self, ref: str, *, reason: str) -> Entry:
+        """Return a ``retired`` version to stage=prod (never a rolled-back or faulty one)."""
+        version = self.resolve(ref)
+        self._lineage_ok(version, "reinstate")
+        return self._compare_and_append(
+            "reinstatement",
+            version,
+            {"stage": "prod", "reason": reason},
+            lambda state: reinstate_refusal(state, version),
+            request={},
+            in_force=lambda state, done: state.stage(version) == "prod",
+            what="reinstate",
+        )
+
+    def _lineage_ok(self, version: str, what: str) -> None:
         try:
             self.verify_lineage(version)
         except LineageError as exc:
-            raise PromotionError(f"cannot promote: {exc}") from exc
-        previous = self.registry.alias_version(CHAMPION)
-        self.ledger.append(
-            "promotion",
-            subject={"model": self.model, "version": version},
-            evidence={"stage": "prod", "previous_champion": previous, "reason": reason, "gate": why},
-            actor=self.actor,
+            raise PromotionError(f"cannot {what} v{version}: {exc}") from exc
+
+    def _compare_and_append(
+        self,
+        kind: str,
+        version: str,
+        evidence: dict,
+        refuse: Callable[[ModelState], Refusal | None],
+        *,
+        request: dict,
+        in_force: Callable[[ModelState, Ref], bool],
+        what: str,
+    ) -> Entry:
+        """Append ``kind`` if ``refuse`` finds nothing against it in the ledger's state inside the lock."""
+        key = request_key(kind, self.model, version, request)
+
+        def check(entries: list[Entry]) -> Entry | None:
+            state = replay(e for e in entries if e.subject.get("model") == self.model)
+            done = state.requests.get(key)
+            if done is not None and in_force(state, done):
+                return next(e for e in entries if e.seq == done.seq)  # a retry: the entry already written
+            refusal = refuse(state)
+            if refusal is not None:
+                error = ConflictError if refusal.conflict else PromotionError
+                raise error(f"cannot {what} v{version}: {refusal.message}")
+            return None
+
+        subject = {"model": self.model, "version": version}
+        entry = self.ledger.append(
+            kind, subject=subject, evidence={**evidence, "request": key}, actor=self.actor, check=check
         )
-        self._apply_promotion(version)
-        return self.registry.get_version(version)
+        try:
+            self.apply(self.state(), [version])
+        except (TransientBackendError, RegistryError) as exc:
+            raise TransientBackendError(
+                f"recorded in ledger entry {entry.seq}, but the registry was not updated ({exc}); "
+                "a retry (or `nerops reconcile`) applies it"
+            ) from exc
+        return entry
 
-    def _apply_promotion(self, version: str) -> None:
-        self.registry.set_tags(version, {STAGE_TAG: "prod"})
-        self.registry.set_alias(CHAMPION, version)
+    def apply(self, state: ModelState, versions: list[str]) -> list[str]:
+        """Make the registry's stage tags and aliases show the ledger's state; return what changed."""
+        from nerops.reconcile import apply_state
 
-    # --- verify and reconcile -----------------------------------------------------------------
+        return apply_state(self, state, versions)
 
-    def verify(self) -> GovernanceReport:
-        registered = {e.subject.get("version") for e in self.ledger.find("registration", model=self.model)}
-        versions = self.registry.list_versions()
-        orphans = [v.version for v in versions if v.version not in registered]
-        return GovernanceReport(self.ledger.verify(), orphans=orphans, drift=self._drift(versions))
+    # --- verify and reconcile (nerops.reconcile) ------------------------------------------------
 
-    def _drift(self, versions: list[VersionInfo]) -> list[str]:
-        """Where the registry's stage tags and champion alias differ from the ledger's decisions."""
-        expected = self.expected_state()
-        drift = []
-        for info in versions:
-            want = expected["stages"].get(info.version)
-            if want and info.stage != want:
-                drift.append(f"v{info.version} is tagged stage={info.stage} but the ledger says {want}")
-        champion = self.registry.alias_version(CHAMPION)
-        if expected["champion"] and champion != expected["champion"]:
-            drift.append(f"alias champion points at {champion} but the ledger says {expected['champion']}")
-        return drift
+    def verify(self, *, catch_up: bool = False):
+        from nerops.reconcile import verify
 
-    def expected_state(self) -> dict:
-        stages: dict[str, str] = {}
-        champion = None
-        for entry in self.ledger.find(model=self.model):
-            version = entry.subject.get("version")
-            if entry.kind == "registration":
-                stages[version] = "candidate"
-            elif entry.kind == "promotion":
-                stages[version], champion = "prod", version
-            elif entry.kind == "archive":
-                stages[version] = "archived"
-        return {"stages": stages, "champion": champion}
+        return verify(self, catch_up=catch_up)
 
     def reconcile(self) -> list[str]:
-        """Repair what a crash left: record orphans, re-apply the ledger's decisions, re-anchor."""
-        actions = []
-        report = self.verify()
-        for version in report.orphans:
-            info = self.registry.get_version(version)
-            with tempfile.TemporaryDirectory(prefix="nerops-orphan-") as tmp:
-                matches = info.lineage.get("artifact_sha256") == artifact_sha256(
-                    self.registry.download(version, Path(tmp) / "m")
-                )
-            if matches:
-                evidence = {
-                    "lineage": info.lineage,
-                    "stage": "candidate",
-                    "repaired": "registered without ledger entry",
-                }
-                self.ledger.append(
-                    "registration",
-                    subject={"model": self.model, "version": version},
-                    evidence=evidence,
-                    actor=self.actor,
-                )
-                actions.append(f"recorded orphan v{version} in the ledger (its artifacts match its lineage tags)")
-            else:
-                reason = "orphan whose artifacts do not match its lineage tags"
-                self.ledger.append(
-                    "archive",
-                    subject={"model": self.model, "version": version},
-                    evidence={"reason": reason},
-                    actor=self.actor,
-                )
-                self.registry.set_tags(version, {STAGE_TAG: "archived", "archived.reason": reason})
-                actions.append(f"archived orphan v{version}: {reason}")
-        expected = self.expected_state()
-        for info in self.registry.list_versions():
-            want = expected["stages"].get(info.version)
-            if want and info.stage != want:
-                self.registry.set_tags(info.version, {STAGE_TAG: want})
-                actions.append(f"set v{info.version} stage={want} (from the ledger)")
-        if expected["champion"] and self.registry.alias_version(CHAMPION) != expected["champion"]:
-            self.registry.set_alias(CHAMPION, expected["champion"])
-            actions.append(f"pointed alias champion at v{expected['champion']} (from the ledger)")
-        if any(p.kind == "anchor_behind" for p in self.ledger.verify().problems):
-            self.ledger.reanchor()
-            actions.append("re-anchored the ledger head in the registry")
-        return actions
+        from nerops.reconcile import reconcile
+
+        return reconcile(self)
+
+
+def request_key(kind: str, model: str, version: str, request: dict) -> str:
+    """Names one request, so a retry with the same inputs finds the entry it already wrote."""
+    body = json.dumps({"kind": kind, "model": model, "version": version, **request}, sort_keys=True)
+    return hashlib.sha256(body.encode()).hexdigest()[:24]

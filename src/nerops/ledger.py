@@ -1,4 +1,4 @@
-"""An append-only, hash-chained, tamper-evident audit ledger: training runs, registrations, gates, promotions.
+"""An append-only, hash-chained, tamper-evident audit ledger: training, registrations, gates, approvals, champions.
 
 Format: ``path`` is UTF-8 JSONL, one entry per line: ``v`` (1), ``seq`` (1, 2, 3, ...), ``time`` (UTC ISO 8601 with
 microseconds and ``Z``), ``actor``, ``kind``, ``subject``, ``evidence``, ``prev`` and ``hash``.
@@ -10,6 +10,8 @@ its hash was recomputed, the next entry's ``prev``.
 Anchor: after each append the head (seq and hash of the last entry) is also written to an ``Anchor`` kept outside the
 ledger, so a cut-off tail, or a tail rewritten with recomputed hashes, no longer matches it. Keep the anchor where
 whoever can rewrite the ledger file cannot rewrite it too: without signatures, rewriting both goes unnoticed.
+A second, ``remote`` anchor (the registry's) may lag: appends never wait for it (a failed write leaves it behind,
+a warning), verify() checks the chain against both, and catch_up() brings it to the head once it is reachable.
 
 verify() never raises for tampering; it names the entry and line of: an edited entry, a deleted entry (a gap in
 seq), an inserted entry (a second entry with a seq), reordered entries, an unparseable line, a truncated tail (the
@@ -20,7 +22,9 @@ problem: a deleted entry, an edited seq field or a moved line is named once, not
 
 Concurrency: append() holds an exclusive ``flock`` on ``path + ".lock"`` while it reads the last entry, writes the new
 line in one ``os.write`` (O_APPEND), fsyncs and writes the anchor; readers take a shared lock. Several processes may
-append at once. A partial last line (a crash mid-write) stops append() until discard_partial_line() removes it.
+append at once. append(..., check=f) is a compare-and-append: inside the lock f(entries) sees every entry and either
+raises (a refusal), returns an entry already written (an idempotent retry: nothing is appended) or None (append).
+A partial last line (a crash mid-write) stops append() until discard_partial_line() removes it.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import functools
 import getpass
 import hashlib
 import json
+import logging
 import os
 import re
 import socket
@@ -45,9 +50,10 @@ from nerops.errors import LedgerError
 
 VERSION = 1
 GENESIS = "0" * 64
-WARNING_KINDS = frozenset({"anchor_behind"})
+WARNING_KINDS = frozenset({"anchor_behind", "anchor_unreachable"})
 _SEQ = re.compile(rb'"seq"\s*:\s*(\d{1,18})\b')
 _SUMMARY_KEYS = ("summary", "reason", "decision", "message", "status")
+log = logging.getLogger("nerops.ledger")
 
 
 @dataclass(frozen=True)
@@ -130,7 +136,7 @@ class _Seen:
 @dataclass(frozen=True)
 class Problem:
     """One finding of verify(); kind is one of edited, deleted, inserted, reordered, truncated, unparseable,
-    anchor_missing, or anchor_behind (the only warning)."""
+    anchor_missing, or the warnings anchor_behind and anchor_unreachable (the remote anchor could not be read)."""
 
     line: int | None
     seq: int | None
@@ -146,6 +152,7 @@ class VerifyReport:
     head: Head | None
     anchor: Head | None
     problems: tuple[Problem, ...]
+    remote: Head | None = None
 
     @property
     def errors(self) -> tuple[Problem, ...]:
@@ -168,6 +175,10 @@ class VerifyReport:
             state = (
                 "not anchored" if self.anchor is None else "anchored" if self.anchor == self.head else "anchor behind"
             )
+            if self.anchor is None and self.remote is not None:
+                state = "local anchor not written yet (the next append or verify writes it)"
+            if self.remote is not None:
+                state += ", registry anchor " + ("at the head" if self.remote == self.head else "behind")
             lines.insert(0, f"ledger ok: {self.entries} entries, {head}, {state}")
         return "\n".join(lines)
 
@@ -178,18 +189,33 @@ class Ledger:
         path: Path,
         anchor: Anchor | None = None,
         *,
+        remote: Anchor | None = None,
         default_actor: str | None = None,
         clock: Callable[[], datetime] | None = None,
+        context: Callable[[], dict] | None = None,
     ) -> None:
         self.path = Path(path)
         self.anchor = anchor
+        self.remote = remote
+        self.context = context  # e.g. nerops.actors.acted_by: added to each entry's evidence as "acted_by"
         self.default_actor = default_actor or _default_actor()
         self.clock = clock or functools.partial(datetime.now, UTC)
 
-    def append(self, kind: str, *, subject: dict, evidence: dict, actor: str | None = None) -> Entry:
+    def append(
+        self,
+        kind: str,
+        *,
+        subject: dict,
+        evidence: dict,
+        actor: str | None = None,
+        check: Callable[[list[Entry]], Entry | None] | None = None,
+    ) -> Entry:
+        """Append one entry; with ``check``, only if check(entries), run inside the lock, returns None."""
         actor = actor or self.default_actor
         if not (isinstance(kind, str) and kind and isinstance(actor, str)):
             raise LedgerError(f"an entry needs a non-empty kind and actor (got kind {kind!r})")
+        if self.context is not None and "acted_by" not in evidence:
+            evidence = {**evidence, "acted_by": self.context()}
         subject, evidence = _plain(subject, "subject"), _plain(evidence, "evidence")
         with self._lock(exclusive=True):
             fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
@@ -199,6 +225,10 @@ class Ledger:
                     report = self._verify()
                     if not report.ok:
                         raise LedgerError(f"{self.path} fails verification, not appending: {report.errors[0].message}")
+                if check is not None:
+                    done = check(self._entries())
+                    if done is not None:
+                        return done
                 fields = {
                     "v": VERSION,
                     "seq": last.seq + 1 if last else 1,
@@ -226,11 +256,19 @@ class Ledger:
                         f"{self.path}: entry {entry.seq} was recorded but the anchor was not updated ({exc}); "
                         "run reanchor()"
                     ) from exc
+            if self.remote is not None:
+                try:
+                    self.remote.write(Head(entry.seq, entry.hash))
+                except Exception as exc:  # the registry may be down: it catches up later (catch_up)
+                    log.warning("%s: entry %s recorded; the remote anchor is behind (%s)", self.path, entry.seq, exc)
         return entry
 
     def entries(self) -> list[Entry]:
         with self._lock(exclusive=False):
-            lines, _ = self._lines()
+            return self._entries()
+
+    def _entries(self) -> list[Entry]:
+        lines, _ = self._lines()
         out = []
         for n, raw in enumerate(lines, 1):
             try:
@@ -263,8 +301,8 @@ class Ledger:
         ]
 
     def reanchor(self, *, force: bool = False) -> Head | None:
-        """Write the head to the anchor, if verify() finds nothing worse than a lagging or missing anchor (or force)."""
-        if self.anchor is None:
+        """Write the head to the anchors if verify() finds nothing worse than a lagging or missing anchor (or force)."""
+        if self.anchor is None and self.remote is None:
             raise LedgerError(f"{self.path} has no anchor to write")
         with self._lock(exclusive=True):
             report = self._verify()
@@ -272,8 +310,34 @@ class Ledger:
             if blocking and not force:
                 raise LedgerError(f"not re-anchoring {self.path}: {blocking[0].message} (force=True anchors it as is)")
             if report.head is not None:
-                self.anchor.write(report.head)
+                for anchor in (self.anchor, self.remote):
+                    if anchor is not None:
+                        anchor.write(report.head)
             return report.head
+
+    def catch_up(self) -> tuple[Head | None, Head | None]:
+        """Bring a lagging remote anchor to the head (the chain must verify); return (before, after).
+
+        Raises what the remote raises when it is still unreachable; refuses when the chain has a problem.
+        """
+        if self.remote is None:
+            return None, None
+        with self._lock(exclusive=True):
+            report = self._verify()
+            if not report.ok:
+                raise LedgerError(f"not catching up the remote anchor of {self.path}: {report.errors[0].message}")
+            before = self.remote.read()
+            if report.head is not None and before != report.head:
+                self.remote.write(report.head)
+            if report.head is not None and self.anchor is not None and report.anchor is None:
+                self.anchor.write(report.head)  # a state folder from before the local anchor
+            return before, report.head
+
+    def partial_line(self) -> tuple[int, int] | None:
+        """(line number, bytes) of a last line cut off mid-write, or None when the file ends cleanly."""
+        with self._lock(exclusive=False):
+            lines, complete = self._lines()
+        return None if complete else (len(lines), len(lines[-1]))
 
     def discard_partial_line(self) -> int:
         """Remove a last line cut off mid-write (never a committed entry); return the bytes removed (0: none)."""
@@ -348,39 +412,62 @@ class Ledger:
     def _verify(self) -> VerifyReport:
         parsed, unparsed, problems = _parse_lines(*self._lines())
         chain, chain_problems = _check_chain(parsed, unparsed)
-        anchored, anchor_problems = self._check_anchor(chain, unparsed)
-        problems += chain_problems + _check_order(chain) + anchor_problems
+        remote, remote_problems = self._check_remote(chain, unparsed)
+        anchored, anchor_problems = self._check_anchor(chain, unparsed, self.anchor)
+        if anchored is None and self.anchor is not None and remote is not None:
+            # a state folder from before the local anchor: the registry's anchor vouches until the next append
+            anchor_problems = [
+                p for p in anchor_problems if p.kind != "anchor_missing" or "holds no head" not in p.message
+            ]
+        problems += chain_problems + _check_order(chain) + anchor_problems + remote_problems
         problems.sort(key=lambda p: (p.line is None, p.line or 0))
         head = Head(chain[-1].seq, chain[-1].entry.hash) if chain else None
-        return VerifyReport(len(parsed), head, anchored, tuple(problems))
+        return VerifyReport(len(parsed), head, anchored, tuple(problems), remote)
 
-    def _check_anchor(self, chain: list[_Seen], unparsed: set[int]) -> tuple[Head | None, list[Problem]]:
-        if self.anchor is None:
+    def _check_remote(self, chain: list[_Seen], unparsed: set[int]) -> tuple[Head | None, list[Problem]]:
+        """The remote anchor may lag or be unreachable (warnings); beyond the file or on another hash is an error."""
+        if self.remote is None:
             return None, []
         try:
-            anchored = self.anchor.read()
+            remote = self.remote.read()
+        except Exception as exc:  # noqa: BLE001 - any backend failure: the chain is still checked locally
+            return None, [Problem(None, None, "anchor_unreachable", f"the registry anchor cannot be read: {exc}")]
+        if remote is None:
+            message = f"the registry anchor holds no head yet, the ledger has {len(chain)} entries: catch it up"
+            return None, [Problem(None, None, "anchor_behind", message)] if chain else []
+        _, problems = self._check_anchor(chain, unparsed, self.remote, name="the registry anchor")
+        return remote, problems
+
+    def _check_anchor(
+        self, chain: list[_Seen], unparsed: set[int], anchor: Anchor | None, name: str = "the anchor"
+    ) -> tuple[Head | None, list[Problem]]:
+        if anchor is None:
+            return None, []
+        try:
+            anchored = anchor.read()
         except (LedgerError, OSError, ValueError) as exc:
-            return None, [Problem(None, None, "anchor_missing", f"the anchor cannot be read: {exc}")]
+            return None, [Problem(None, None, "anchor_missing", f"{name} cannot be read: {exc}")]
         if anchored is None:
-            message = f"the anchor holds no head but the ledger has {len(chain)} entries"
+            message = f"{name} holds no head but the ledger has {len(chain)} entries"
             return None, [Problem(None, None, "anchor_missing", message)] if chain else []
         last = chain[-1].seq if chain else 0
         if anchored.seq > last and not all(s in unparsed for s in range(last + 1, anchored.seq + 1)):
             which = f"entry {last + 1} is" if anchored.seq == last + 1 else f"entries {last + 1}-{anchored.seq} are"
             ends = f"the file ends at entry {last}" if last else "the file holds no entry"
-            message = f"{which} missing at the end (truncated): the anchor records entry {anchored.seq}, {ends}"
+            message = f"{which} missing at the end (truncated): {name} records entry {anchored.seq}, {ends}"
             return anchored, [Problem(None, last + 1, "truncated", message)]
         seen = next((s for s in chain if s.seq == anchored.seq), None)
         if seen is None:  # gone from the middle: already reported as deleted or unparseable
             return anchored, []
         if seen.entry.hash != anchored.hash:
-            message = f"{_name(seen)} is not the entry the anchor records (hash {anchored.hash[:12]}...)"
+            message = f"{_name(seen)} is not the entry {name} records (hash {anchored.hash[:12]}...)"
             return anchored, [
                 Problem(seen.line, seen.seq, "edited", f"{message}: it or entries before it were rewritten")
             ]
         if anchored.seq < last:
-            message = f"the anchor is behind: it records entry {anchored.seq}, the ledger ends at {_name(chain[-1])}"
-            return anchored, [Problem(None, anchored.seq, "anchor_behind", f"{message}; reanchor() if that is genuine")]
+            message = f"{name} is behind: it records entry {anchored.seq}, the ledger ends at {_name(chain[-1])}"
+            fix = "catch it up" if anchor is self.remote else "reanchor() if that is genuine"
+            return anchored, [Problem(None, anchored.seq, "anchor_behind", f"{message}; {fix}")]
         return anchored, []
 
 

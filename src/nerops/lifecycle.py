@@ -10,25 +10,35 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
+from nerops.actors import acted_by
 from nerops.dataset import load_dataset, resolve_zips
 from nerops.errors import ConfigurationError
 from nerops.gate import GatePolicy
 from nerops.governance import Governance, RegistryAnchor
-from nerops.ledger import Ledger
+from nerops.ledger import FileAnchor, Ledger
 from nerops.model.config import get_config
 from nerops.model.personal import PersonalStrings
 from nerops.model.pipeline import Progress, library_versions, train_model
-from nerops.registry import CHAMPION, get_registry
+from nerops.registry import get_registry
 from nerops.registry.lineage import git_commit
 from nerops.reporting import EVALUATION_FILE, evaluate_model
 from nerops.settings import Settings, get_settings
 
 
 def open_governance(settings: Settings | None = None, *, actor: str | None = None) -> Governance:
-    """Registry and ledger from settings, the ledger anchored in the registry."""
+    """Registry and ledger from settings: the ledger anchored in a local file and (lagging allowed) the registry.
+
+    Nothing here needs the registry to be up: appends work while it is unreachable.
+    """
     settings = settings or get_settings()
     registry = get_registry(settings)
-    ledger = Ledger(settings.ledger_path, RegistryAnchor(registry), default_actor=actor or settings.who)
+    ledger = Ledger(
+        settings.ledger_path,
+        FileAnchor(settings.ledger_anchor_path),
+        remote=RegistryAnchor(registry),
+        default_actor=actor or settings.who,
+        context=acted_by,
+    )
     return Governance(registry, ledger, actor=actor or settings.who)
 
 
@@ -115,9 +125,32 @@ def gate_version(version: str, policy: GatePolicy | None = None, *, actor: str |
     return {"passed": result.passed, "summary": result.summary(), "reasons": result.reasons, **details}
 
 
-def promote_version(version: str, reason: str, *, actor: str | None = None) -> dict[str, object]:
-    info = open_governance(actor=actor).promote(version, reason=reason)
-    return {"version": info.version, "stage": info.stage, "aliases": list(info.aliases)}
+def approve_version(version: str, reason: str, *, actor: str | None = None) -> dict[str, object]:
+    """Approve a version with a current gate pass: stage=prod and alias challenger (the champion does not move)."""
+    gov = open_governance(actor=actor)
+    entry = gov.approve(version, reason=reason)
+    state = gov.state()
+    version = entry.subject["version"]
+    return {
+        "version": version,
+        "stage": state.stage(version),
+        "ledger_seq": entry.seq,
+        "champion": state.champion,
+        "challenger": state.challenger,
+    }
+
+
+def set_champion(version: str, *, expected: str | None, reason: str, actor: str | None = None) -> dict[str, object]:
+    """Move the champion (audited); refused if it is no longer ``expected`` or the version is not stage=prod."""
+    entry = open_governance(actor=actor).set_champion(version, expected=expected, reason=reason)
+    return {"version": entry.subject["version"], "previous": expected, "ledger_seq": entry.seq}
+
+
+def newest_ungated(*, actor: str | None = None) -> str | None:
+    """The newest candidate version without a gate entry (what ``gate-model`` gates by default), or None."""
+    state = open_governance(actor=actor).state()
+    waiting = [v for v, stage in state.stages.items() if stage == "candidate" and v not in state.gates]
+    return max(waiting, key=int) if waiting else None
 
 
 def reconcile_registry(*, actor: str | None = None) -> list[str]:
@@ -125,7 +158,8 @@ def reconcile_registry(*, actor: str | None = None) -> list[str]:
 
 
 def champion_version() -> str | None:
-    return open_governance().registry.alias_version(CHAMPION)
+    """The champion according to the ledger."""
+    return open_governance().state().champion
 
 
 def audit_artifacts(ref: str, data_path: Path | None = None) -> dict[str, object]:

@@ -25,14 +25,14 @@ class GateParams(BaseModel):
 
 
 class RetrainRequest(BaseModel):
-    """What one ``retrain-model`` run trains, and whether a pass is promoted."""
+    """What one ``retrain-model`` run trains, and whether a pass is approved (stage=prod, challenger)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     config: Literal["quick", "full"] = "quick"
     seed: int | None = Field(None, description="Override the config's seed.")
     train_fraction: float | None = Field(None, gt=0, le=1, description="Train on this share of the training CVs.")
-    promote_on_pass: bool = True
+    approve_on_pass: bool = Field(True, description="Approve a pass: stage=prod and alias challenger.")
     reason: str = Field("retrain", min_length=1, max_length=500, description="Why this run happens (recorded).")
     gate: GateParams = GateParams()
 
@@ -42,11 +42,15 @@ class RetrainRequest(BaseModel):
 
 
 class GateRequest(BaseModel):
-    """Which version ``gate-model`` gates, and whether a pass is promoted."""
+    """Which version ``gate-model`` gates, and whether a pass is approved."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    version: str = Field(..., pattern=r"^(v?\d+|challenger|champion)$", description="A version number or alias.")
-    promote_on_pass: bool = False
+    version: str | None = Field(
+        None,
+        pattern=r"^(v?\d+|challenger|champion)$",
+        description="A version number or alias; default: the newest candidate without a gate entry.",
+    )
+    approve_on_pass: bool = Field(False, description="Approve a pass: stage=prod and alias challenger.")
     reason: str = Field("manual gate", min_length=1, max_length=500)
     gate: GateParams = GateParams()

@@ -42,6 +42,11 @@ class Settings(BaseSettings):
     )
     registered_model: str = Field(default="resume-ner", description="The registered model's name.")
     actor: str | None = Field(default=None, description="Who acts, for the ledger (default: user@host).")
+    endpoints: dict[str, str] = Field(
+        default_factory=dict,
+        description='The production endpoint of each registered model, e.g. {"resume-ner": "resume-ner"} '
+        "(default: an endpoint named like the model). Its stable deployment serves the champion.",
+    )
 
     endpoint_request_timeout_s: float = Field(
         default=30.0, gt=0, description="Local endpoint: a worker that answers nothing for this long gives a 504."
@@ -92,6 +97,16 @@ class Settings(BaseSettings):
     @property
     def ledger_path(self) -> Path:
         return self.state / "ledger" / "ledger.jsonl"
+
+    @property
+    def ledger_anchor_path(self) -> Path:
+        """The local anchor of the ledger's head (the registry keeps a second one, which may lag)."""
+        return self.state / "ledger" / "head.json"
+
+    def endpoint_of(self, model: str | None = None) -> str:
+        """The name of the production endpoint of a registered model."""
+        model = model or self.registered_model
+        return self.endpoints.get(model, model)
 
     @property
     def who(self) -> str:

@@ -2,9 +2,10 @@
 
 Vocabulary: tag ``stage`` is ``candidate`` (registered, not yet passed), ``prod`` (passed the
 gate against the champion of that moment) or ``archived`` (rolled back or retired, with a
-reason); alias ``champion`` is the version production serves, ``challenger`` the one being
-rolled out. The registry is chosen by the tracking URI's scheme; ``MlflowRegistry`` is the
-implementation for every scheme MLflow's tracking client supports.
+reason); alias ``champion`` is the version the production endpoint's stable deployment serves,
+``challenger`` the version approved and next to be rolled out. The registry is chosen by the
+tracking URI's scheme; ``MlflowRegistry`` is the implementation for every scheme MLflow's
+tracking client supports.
 """
 
 from __future__ import annotations
@@ -69,7 +70,11 @@ class ModelRegistry(Protocol):
 
     def delete_alias(self, alias: str) -> None: ...
 
-    def alias_version(self, alias: str) -> str | None: ...
+    def alias_version(self, alias: str) -> str | None:
+        """None only when the alias does not exist; a backend failure raises (fail closed)."""
+        ...
+
+    def find_by_artifacts(self, sha256: str) -> VersionInfo | None: ...
 
     def download(self, version: str, dst: Path) -> Path: ...
 
@@ -87,5 +92,5 @@ def get_registry(settings: Settings) -> ModelRegistry:
 
         return MlflowRegistry(uri, settings.registered_model, artifact_root=settings.artifact_root)
     raise ConfigurationError(
-        f"NEROPS_TRACKING_URI {uri!r}: unsupported scheme {scheme!r}; use one of {', '.join(MLFLOW_SCHEMES)}"
+        f"NEROPS_MLFLOW_TRACKING_URI {uri!r}: unsupported scheme {scheme!r}; use one of {', '.join(MLFLOW_SCHEMES)}"
     )

@@ -22,6 +22,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from nerops.actors import acted_by
 from nerops.errors import LineageError, NeropsError, RegistryError
 from nerops.governance import Governance
 from nerops.serving.pool import RESERVED_VARIABLES, DeploymentPool, PoolSettings, PoolStartError
@@ -107,6 +108,7 @@ class EndpointController:
         self.down: dict[str, str] = {}  # deployments that could not start, with why
         self.socket_dir = Path(tempfile.mkdtemp(prefix="nerops-sock-"))
         self._lock = asyncio.Lock()
+        self._credential: str | None = None  # the key of the control request being handled (recorded by fingerprint)
 
     @classmethod
     def open(
@@ -139,6 +141,7 @@ class EndpointController:
     async def handle(self, method: str, path: str, body: bytes, headers) -> tuple[int, dict, dict[str, str]]:
         parts = [p for p in path.split("/") if p]
         async with self._lock:
+            self._credential = (headers.get("authorization") or "").partition(" ")[2].strip() or None
             if parts == ["endpoint"] and method == "GET":
                 return 200, self.describe(), {"ETag": self.state.etag()}
             if parts == ["endpoint"] and method == "PUT":
@@ -282,6 +285,7 @@ class EndpointController:
 
     async def _commit(self, after: EndpointState, kind: str, subject: dict, evidence: dict) -> None:
         """Ledger entry first (the commit point), then the saved state."""
+        evidence = {**evidence, "acted_by": acted_by(credential=self._credential)}
         await asyncio.to_thread(self.gov.ledger.append, kind, subject=subject, evidence=evidence, actor=self.gov.actor)
         _atomic_write(self.folder / "endpoint.json", json.dumps(after.to_dict(), indent=2))
         self.state = after
