@@ -43,7 +43,8 @@ from nerops.telemetry.metrics import (
     SYSTEM,
     TABLES,
 )
-from nerops.telemetry.store import Point, TelemetryStore
+from nerops.telemetry.points import Point
+from nerops.telemetry.store import TelemetryStore
 
 RESULTS = Path(__file__).parent / "results" / "alert_queries.json"
 SIZES = (10**5, 10**6, 10**7)

@@ -13,11 +13,11 @@ from nerops.telemetry.alerts import (
     Measured,
     Rule,
     RulesError,
+    assess,
     default_rules_path,
     evaluate,
     format_duration,
     format_results,
-    judge,
     load_rules,
     parse_duration,
     parse_rules,
@@ -141,8 +141,8 @@ def m(value, samples=100):
         ("no steps", [], m(10), DROP, "no_data", None),
     ],
 )
-def test_judge(case, steps, baseline, the_rule, state, threshold):
-    judgement = judge(steps, baseline, the_rule)
+def test_assess(case, steps, baseline, the_rule, state, threshold):
+    judgement = assess(steps, baseline, the_rule)
     assert judgement.state == state, (case, judgement.reason)
     assert judgement.threshold == threshold
     if threshold is None:  # nothing to compare with: every step unknown

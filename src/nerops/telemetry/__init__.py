@@ -8,9 +8,11 @@ alerts.py    alert rules (alerts/rules.yaml): load, evaluate, judge, format_resu
 kql.py       a rule compiled to KQL for Azure Monitor (AppMetrics)
 """
 
+from nerops.telemetry.buckets import Aggregate, quantile
 from nerops.telemetry.metrics import MODEL, MODEL_METRICS, SYSTEM, SYSTEM_METRICS
+from nerops.telemetry.points import Point
 from nerops.telemetry.recorder import DocumentSignals, RequestRecord, Telemetry, local_telemetry
-from nerops.telemetry.store import Aggregate, Point, SeriesPoint, TelemetryStore, TelemetryStoreError, quantile
+from nerops.telemetry.store import SeriesPoint, TelemetryStore, TelemetryStoreError
 
 __all__ = [
     "MODEL",

@@ -34,8 +34,10 @@ from opentelemetry.sdk.metrics.export import (
     Histogram as HistogramData,
 )
 
+from nerops.telemetry.buckets import sparse_buckets
 from nerops.telemetry.metrics import METRICS
-from nerops.telemetry.store import Point, TelemetryStore, TelemetryStoreError, sparse_buckets
+from nerops.telemetry.points import Point
+from nerops.telemetry.store import TelemetryStore, TelemetryStoreError
 
 log = logging.getLogger("nerops.telemetry")
 

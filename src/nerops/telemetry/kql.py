@@ -19,8 +19,9 @@ import json
 from typing import Any
 
 from nerops.errors import ConfigurationError
-from nerops.telemetry.alerts import Rule, format_duration
+from nerops.telemetry.durations import format_duration
 from nerops.telemetry.metrics import metric_spec
+from nerops.telemetry.rules import Rule
 
 AZURE_SEVERITY = {"critical": 1, "warning": 2, "info": 3}
 
