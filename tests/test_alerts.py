@@ -23,6 +23,7 @@ from nerops.telemetry.alerts import (
     parse_rules,
 )
 from nerops.telemetry.kql import KqlError, scheduled_query_rule, to_kql
+from nerops.telemetry.source import Watermark
 
 NOW = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC
 MIN = 60.0
@@ -43,11 +44,12 @@ def traffic(
     entities: int = 8,
     labels: dict[str, int] | None = None,
     empty: int = 0,
-    mirrored: bool = False,
+    traffic_class: str = "live",
 ) -> None:
     """One export per ``every`` seconds in ``(start, end]``: requests, latency, errors and per-document signals."""
     labels = LABELS if labels is None else labels
-    identity = {"endpoint": "resume-ner", "deployment": deployment, "model_version": "7", "mirrored": mirrored}
+    identity = {"endpoint": "resume-ner", "deployment": deployment, "model_version": "7"}
+    identity["traffic_class"] = traffic_class
     points = []
     t = start + every
     while t <= end + 1e-6:
@@ -72,9 +74,15 @@ def traffic(
     store.write(points)
 
 
+def complete_until(store: TelemetryStore, end: float) -> None:
+    """A writer's watermark at ``end``: everything before it is in the store (the tests write it directly)."""
+    store.write([], watermark=Watermark("test-writer", "resume-ner", end, started=0.0))
+
+
 @pytest.fixture
 def store(tmp_path: Path):
     with TelemetryStore(tmp_path / "telemetry.db", retention_days=None) as store:
+        complete_until(store, NOW)
         yield store
 
 
@@ -193,8 +201,9 @@ def test_latency_more_than_doubled_for_the_whole_duration_fires_with_its_evidenc
         (NOW - 5 * MIN, NOW, True),
     ]
     assert fired.for_s == 600 and "2 step(s) of 5m" in fired.for_check and "held 2" in fired.for_check
-    assert "FROM system_points" in fired.query and "metric = 'inference_latency_ms'" in fired.query
-    assert f"time > {NOW - 5 * MIN!r} AND time <= {NOW!r}" in fired.query  # parameters shown in place
+    assert "FROM system_points" in fired.query and "p.metric IN ('inference_latency_ms'" in fired.query
+    assert f"p.time > {NOW - 10 * MIN!r} AND p.time <= {NOW!r}" in fired.query  # parameters shown in place
+    assert "FROM watermarks" in fired.query and "FROM telemetry_loss" in fired.query  # completeness, as evidence
     assert "125" in fired.message and "100" in fired.message and "50" in fired.message
     assert fired.to_dict()["steps"][0]["held"] is True
 
@@ -280,14 +289,23 @@ def test_reference_baseline_compares_a_canary_with_the_stable_deployment(store):
     assert error.state == "error" and "reference" in error.message
 
 
-def test_live_traffic_only_rules_ignore_shadow_copies(store):
-    live_only = rule(traffic="live", condition={"op": ">", "threshold": 100})
-    traffic(store, "green", NOW - 10 * MIN, NOW, latency_ms=500.0, mirrored=True)
+def test_rules_read_live_traffic_by_default_and_other_classes_when_they_say_so(store):
+    traffic(store, "green", NOW - 10 * MIN, NOW, latency_ms=500.0, traffic_class="mirror")
     traffic(store, "green", NOW - 10 * MIN, NOW, latency_ms=20.0)
-    [live] = evaluate([live_only], store, now=NOW)
-    [everything] = evaluate([rule(condition={"op": ">", "threshold": 100})], store, now=NOW)
-    assert (live.state, live.value) == ("ok", pytest.approx(20.0))
-    assert (everything.state, everything.value) == ("firing", pytest.approx(260.0))
+    traffic(store, "green", NOW - 10 * MIN, NOW, latency_ms=80.0, traffic_class="probe")
+    traffic(store, "green", NOW - 10 * MIN, NOW, latency_ms=1000.0, traffic_class="smoke")
+    over_100 = {"op": ">", "threshold": 100}
+    [live] = evaluate([rule(condition=over_100)], store, now=NOW)
+    [mirror] = evaluate([rule(traffic="mirror", condition=over_100)], store, now=NOW)
+    [probe_and_live] = evaluate([rule(traffic=["live", "probe"], condition=over_100)], store, now=NOW)
+    [everything] = evaluate([rule(traffic="all", condition=over_100)], store, now=NOW)
+    assert (live.state, live.value, live.traffic) == ("ok", pytest.approx(20.0), ("live",))
+    assert (mirror.state, mirror.value) == ("firing", pytest.approx(500.0))
+    assert (probe_and_live.state, probe_and_live.value) == ("ok", pytest.approx(50.0))
+    assert (everything.state, everything.value) == ("firing", pytest.approx(400.0))
+    assert "traffic_class IN ('live', 'probe')" in probe_and_live.query
+    with pytest.raises(ValueError, match="traffic"):
+        rule(traffic="shadow")
 
 
 def test_p95_rules_use_the_buckets(store):
@@ -309,14 +327,17 @@ def test_named_deployments_without_data_are_reported_as_no_data(store, rules):
 
 
 class FailingStore(TelemetryStore):
-    def group(self, kind, metric, *args, **kwargs):
-        if metric == "inference_latency_ms":
+    """A store whose latency reads fail as a corrupt file's would (the other reads work)."""
+
+    def series(self, endpoint, arms, metrics, *args, **kwargs):
+        if "inference_latency_ms" in metrics:
             raise TelemetryStoreError("telemetry store x.db: database disk image is malformed")
-        return super().group(kind, metric, *args, **kwargs)
+        return super().series(endpoint, arms, metrics, *args, **kwargs)
 
 
 def test_a_store_error_is_an_error_result_and_the_other_rules_still_run(tmp_path, rules):
     with FailingStore(tmp_path / "telemetry.db") as failing:
+        complete_until(failing, NOW)
         traffic(failing, "blue", NOW - 3 * HOUR, NOW)
         results = evaluate(rules.values(), failing, now=NOW)
     states = {(r.rule, r.state) for r in results}

@@ -166,11 +166,43 @@ def test_bad_input_gets_4xx_json_counted_as_client_errors(endpoint: LocalEndpoin
     assert endpoint.client().score("Ann Lee  ann@example.com", deployment="blue").status_code == 200
     time.sleep(1.5)  # one export interval
     st = store(state)
-    try:
-        agg = st.aggregate("system", "client_error_count", since, time.time() + 60, deployment="blue")
+    try:  # pinned without a traffic class header: smoke requests, not live traffic
+        agg = st.aggregate(
+            "system", "client_error_count", since, time.time() + 60, deployment="blue", traffic=["smoke"]
+        )
     finally:
         st.close()
     assert agg.sum == len(BAD_INPUTS)
+
+
+def test_each_request_is_recorded_with_its_traffic_class(endpoint: LocalEndpoint, state: Path):
+    since = time.time() - 1
+    key = {"Authorization": f"Bearer {endpoint.key}"}
+    sent = {"smoke": 2, "probe": 3, "live": 1}
+    for traffic_class, n in sent.items():
+        headers = {**key, "azureml-model-deployment": "blue"}
+        if traffic_class != "smoke":
+            headers["x-nerops-traffic-class"] = traffic_class  # e.g. a prober, or a client pinned on purpose
+        for _ in range(n):
+            assert httpx.post(f"{endpoint.url}/score", json={"text": "Ann Lee"}, headers=headers).status_code == 200
+    bad = httpx.post(f"{endpoint.url}/score", json={"text": "Ann"}, headers={**key, "x-nerops-traffic-class": "mirror"})
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "bad_traffic_class"
+    time.sleep(1.5)  # one export interval
+    st = store(state)
+    try:
+        counted = {
+            name: st.aggregate(
+                "system", "request_count", since, time.time() + 60, deployment="blue", traffic=[name]
+            ).sum
+            for name in sent
+        }
+        documents = st.aggregate(
+            "model", "document_count", since, time.time() + 60, deployment="blue", traffic=["probe"]
+        )
+    finally:
+        st.close()
+    assert counted == sent
+    assert documents.sum == 3  # model signals carry the class too
 
 
 def test_load_split_and_nothing_lost(endpoint: LocalEndpoint, state: Path):

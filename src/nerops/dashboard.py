@@ -67,7 +67,7 @@ def _mark_text(entry: Entry) -> str:
 
 def _series(store: TelemetryStore, kind: str, metric: str, start: float, end: float, step: float, **kw):
     out: dict[str, list[tuple[float, object]]] = defaultdict(list)
-    for point in store.series(kind, metric, start, end, step, by="deployment", **kw):
+    for point in store.metric_series(kind, metric, start, end, step, by="deployment", **kw):
         out[point.group].append((point.start + step, point.aggregate))
     return out
 

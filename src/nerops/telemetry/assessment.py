@@ -62,8 +62,11 @@ def assess(steps: Sequence[Measured], baseline: Measured | None, rule: Rule) -> 
             return Assessment(
                 "no_data", None, 0, 0, len(steps), f"baseline has {_num(got)} samples (min {minimum}): cannot compare"
             )
-        threshold = condition.factor * baseline.value
-        described = f"{condition.op} {_num(threshold)} ({_num(condition.factor)} x baseline {_num(baseline.value)})"
+        threshold = condition.factor * baseline.value + condition.margin
+        plus = f" + {_num(condition.margin)}" if condition.margin else ""
+        described = (
+            f"{condition.op} {_num(threshold)} ({_num(condition.factor)} x baseline {_num(baseline.value)}{plus})"
+        )
     else:
         threshold = condition.threshold
         described = f"{condition.op} {_num(threshold)}"

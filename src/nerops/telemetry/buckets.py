@@ -89,7 +89,8 @@ class Aggregate:
     """Merged rows: ``count`` measurements (requests, documents; counters: the total), their sum, min, max.
 
     ``buckets`` are ``(upper bound, count)`` pairs (histograms, when asked for); ``points`` is the number
-    of stored rows merged.
+    of stored rows merged; ``sumsq`` the sum of the squared measurements, where a companion counter
+    keeps it (None otherwise).
     """
 
     count: float = 0.0
@@ -98,10 +99,18 @@ class Aggregate:
     max: float | None = None
     buckets: tuple[tuple[float, float], ...] = ()
     points: int = 0
+    sumsq: float | None = None
 
     @property
     def mean(self) -> float | None:
         return self.sum / self.count if self.count else None
+
+    @property
+    def variance(self) -> float | None:
+        """The sample variance (n - 1 in the denominator) from count, sum and sum of squares."""
+        if self.sumsq is None or self.count < 2:
+            return None
+        return max(0.0, (self.sumsq - self.sum * self.sum / self.count) / (self.count - 1))
 
     def quantile(self, q: float) -> float | None:
         return quantile(self.buckets, q, lo=self.min, hi=self.max)
@@ -121,6 +130,7 @@ class Aggregate:
             _pick(max, self.max, other.max),
             tuple(sorted(merged.items())),
             self.points + other.points,
+            _pick(lambda a, b: a + b, self.sumsq, other.sumsq),
         )
 
 

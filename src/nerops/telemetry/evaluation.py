@@ -1,4 +1,4 @@
-"""Alert-rule evaluation: read the rule's windows, assess each deployment (and label), keep the evidence.
+"""Alert-rule evaluation: read the rule's windows through the metrics-source port, assess each deployment.
 
 A rule measures one value per deployment (and per entity label, with ``per_label``) over a ``window``:
 
@@ -9,247 +9,145 @@ A rule measures one value per deployment (and per entity label, with ``per_label
     rate         100 * sum(numerator) / count(denominator)   the denominator's count   (a percentage)
 
 and compares it with a ``condition`` (see :mod:`nerops.telemetry.rules`), decided by
-:func:`nerops.telemetry.assessment.assess`. A store failure gives ``error`` for that rule (with the
-message); :func:`evaluate` never raises for one rule. Results carry their evidence: queries, windows,
-values, baseline, samples, threshold.
+:func:`nerops.telemetry.assessment.assess`. Only the rule's traffic classes are read (live by default).
+
+Fail closed: when the source says a step or the baseline window is incomplete (telemetry loss, a
+watermark behind or missing) the rule is ``error`` for every deployment, never ``no_data`` and never
+``ok``. A source failure is ``error`` too (with the message); :func:`evaluate` never raises for one
+rule. Results carry their evidence: queries, windows, values, baseline, samples, threshold.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 
-from nerops.telemetry.assessment import _OPS, Assessment, Measured, assess
+from nerops.telemetry.assessment import Measured, assess
 from nerops.telemetry.buckets import Aggregate
-from nerops.telemetry.durations import format_duration
-from nerops.telemetry.results import RuleResult, StepEvidence, Window, baseline_window, step_windows
+from nerops.telemetry.results import (
+    RuleResult,
+    Window,
+    baseline_window,
+    build_result,
+    error_result,
+    no_label_result,
+    step_windows,
+)
 from nerops.telemetry.rules import Rule
-from nerops.telemetry.store import TelemetryStore
+from nerops.telemetry.source import ENDPOINT, Arm, ArmInterval, MetricsSource, Series
 
 ALL_DEPLOYMENTS = "*"
 
 
-@dataclass
-class _WindowData:
-    numerators: dict[tuple[str, str], Aggregate] = field(default_factory=dict)
-    denominators: dict[str, Aggregate] = field(default_factory=dict)
-
-    def deployments(self) -> set[str]:
-        return {deployment for deployment, _ in self.numerators} | set(self.denominators)
-
-    def labels(self, deployment: str) -> set[str]:
-        return {label for dep, label in self.numerators if dep == deployment and label}
-
-    def measure(self, rule: Rule, deployment: str, label: str, window: Window) -> Measured:
-        numerator = self.numerators.get((deployment, label))
-        if rule.aggregation in ("ratio", "rate"):
-            denominator = self.denominators.get(deployment)
-            samples = denominator.count if denominator else 0.0
-            if not samples:
-                return Measured(None, 0.0, window.start, window.end)
-            value = (numerator.sum if numerator else 0.0) / samples
-            return Measured(value * 100.0 if rule.aggregation == "rate" else value, samples, window.start, window.end)
-        if numerator is None:
-            return Measured(None, 0.0, window.start, window.end)
-        value = numerator.mean if rule.quantile is None else numerator.quantile(rule.quantile)
-        return Measured(value, numerator.count, window.start, window.end)
-
-
-def _fetch(
-    rule: Rule, store: TelemetryStore, window: Window, deployments: Sequence[str] | None, queries: list[str]
-) -> _WindowData:
-    def group(metric: str, by: tuple[str, ...], buckets: bool = False) -> dict[tuple[str, ...], Aggregate]:
-        options = {"by": by, "deployments": deployments, "mirrored": rule.mirrored}
-        queries.append(str(store.group_query(rule.signal, metric, window.start, window.end, **options)))
-        if buckets:
-            queries.append(
-                str(store.group_query(rule.signal, metric, window.start, window.end, buckets=True, **options))
-            )
-        return store.group(rule.signal, metric, window.start, window.end, buckets=buckets, **options)
-
-    data = _WindowData()
-    if rule.aggregation in ("ratio", "rate"):
-        by = ("deployment", "label") if rule.per_label else ("deployment",)
-        for key, aggregate in group(rule.numerator, by).items():
-            data.numerators[(key[0], key[1] if rule.per_label else "")] = aggregate
-        data.denominators = {key[0]: aggregate for key, aggregate in group(rule.denominator, ("deployment",)).items()}
-    else:
-        groups = group(rule.metric, ("deployment",), buckets=rule.quantile is not None)
-        data.numerators = {(key[0], ""): aggregate for key, aggregate in groups.items()}
-    return data
-
-
 def evaluate(
     rules: Iterable[Rule],
-    store: TelemetryStore,
+    source: MetricsSource,
     *,
     now: float,
     deployments: Sequence[str] | None = None,
     reference: str | None = None,
+    endpoint: str | None = None,
 ) -> list[RuleResult]:
-    """Every rule for every deployment (given, or those with data of the rule's signal in its steps).
+    """Every rule for every deployment (given, or those with data in the rule's steps).
 
     ``reference``: the deployment that rules with ``baseline.deployment: reference`` compare with.
+    ``endpoint``: read only that endpoint's telemetry (None: every endpoint in the source).
     One result per rule x deployment (x label for ``per_label`` rules); never raises for one rule.
     """
     results: list[RuleResult] = []
     for rule in rules:
         try:
-            results.extend(_evaluate_rule(rule, store, now, deployments, reference))
+            results.extend(_evaluate_rule(rule, source, now, deployments, reference, endpoint))
         except Exception as exc:  # one rule's failure must not hide the others' results
             message = f"evaluation failed: {type(exc).__name__}: {exc}"
             for deployment in deployments or [ALL_DEPLOYMENTS]:
-                results.append(_error_result(rule, deployment, now, message))
+                results.append(error_result(rule, deployment, now, message))
     return results
 
 
-def _error_result(rule: Rule, deployment: str, now: float, message: str) -> RuleResult:
-    steps = step_windows(rule, now)
-    return RuleResult(
-        rule=rule.name,
-        deployment=deployment,
-        state="error",
-        message=message,
-        severity=rule.severity,
-        signal=rule.signal,
-        expression=rule.expression,
-        op=rule.condition.op,
-        factor=rule.condition.factor,
-        threshold=rule.condition.threshold,
-        min_samples=rule.min_samples,
-        window_s=rule.window,
-        window_start=steps[0].start,
-        window_end=steps[-1].end,
-        for_s=rule.for_,
-    )
+def measure(rule: Rule, values: ArmInterval, label: str) -> Measured:
+    """The rule's value and sample count for one arm over one interval (pure)."""
+    if rule.aggregation in ("ratio", "rate"):
+        samples = values.get(rule.denominator).count
+        if not samples:
+            return Measured(None, 0.0, values.start, values.end)
+        value = values.get(rule.numerator, label).sum / samples
+        return Measured(value * 100.0 if rule.aggregation == "rate" else value, samples, values.start, values.end)
+    aggregate = values.get(rule.metric)
+    if not aggregate.count:
+        return Measured(None, 0.0, values.start, values.end)
+    value = aggregate.mean if rule.quantile is None else aggregate.quantile(rule.quantile)
+    return Measured(value, aggregate.count, values.start, values.end)
+
+
+def per_deployment(series: Series) -> dict[str, list[ArmInterval]]:
+    """Every deployment's intervals (oldest first), model versions merged: ``{deployment: [...]}``."""
+    names = sorted({row.arm.deployment or "" for row in series.rows})
+    return {name: [_merged(series, Arm(name), start) for start, _ in series.intervals()] for name in names}
+
+
+def _merged(series: Series, arm: Arm, start: float) -> ArmInterval:
+    values: dict[tuple[str, str], Aggregate] = {}
+    for row in series.rows:
+        if row.start == start and arm.matches(row.arm.deployment or "", row.arm.model_version or ""):
+            for key, aggregate in row.values.items():
+                values[key] = values[key].merge(aggregate) if key in values else aggregate
+    return ArmInterval(start, min(series.end, start + series.step), arm, values)
 
 
 def _evaluate_rule(
-    rule: Rule, store: TelemetryStore, now: float, deployments: Sequence[str] | None, reference: str | None
+    rule: Rule,
+    source: MetricsSource,
+    now: float,
+    deployments: Sequence[str] | None,
+    reference: str | None,
+    endpoint: str | None,
 ) -> list[RuleResult]:
     windows = step_windows(rule, now)
     base_window = baseline_window(rule, now)
-    against_reference = base_window is not None and rule.condition.baseline.deployment == "reference"
-    if against_reference and not reference:
+    who = rule.condition.baseline.deployment if base_window is not None else None
+    if who == "reference" and not reference:
         raise ValueError("this rule compares with a reference deployment: evaluate it with reference=<deployment>")
-    query_deployments = None
-    if deployments is not None:
-        query_deployments = sorted(set(deployments) | ({reference} if against_reference else set()))
-    queries: list[str] = []
-    step_data = [_fetch(rule, store, window, query_deployments, queries) for window in windows]
-    base_data = _fetch(rule, store, base_window, query_deployments, queries) if base_window else None
-    if deployments is None:
-        names = sorted(set().union(*(data.deployments() for data in step_data)))
-    else:
-        names = list(deployments)
-    query_text = "\n".join(queries)
+    metrics = [rule.metric] if rule.metric else [rule.numerator, rule.denominator]
+    arms = None if deployments is None else [Arm(name) for name in deployments]
+    steps = source.series(endpoint, arms, metrics, windows[0].start, windows[-1].end, rule.window, rule.traffic)
+    base = None
+    if base_window is not None:
+        base_arms = {"self": arms, "reference": [Arm(reference)], "endpoint": [ENDPOINT]}[who]
+        span = base_window.end - base_window.start
+        base = source.series(endpoint, base_arms, metrics, base_window.start, base_window.end, span, rule.traffic)
+    query = "\n".join(series.query for series in (steps, base) if series is not None and series.query)
+    step_data = per_deployment(steps)
+    names = list(deployments) if deployments is not None else sorted(step_data)
+    problem = steps.problem(rule.signal) or (base.problem(rule.signal) if base is not None else None)
+    if problem is not None:  # fail closed: incomplete telemetry is an error, never no_data, never ok
+        message = f"telemetry incomplete, cannot judge: {problem}"
+        return [error_result(rule, name, now, message, query) for name in names or [ALL_DEPLOYMENTS]]
     results = []
-    for deployment in names:
-        base_deployment = reference if against_reference else deployment
+    for name in names:
+        intervals = step_data.get(name) or [ArmInterval(w.start, w.end, Arm(name)) for w in windows]
+        base_values = _baseline(base, who, name, reference, base_window)
+        base_name = {"reference": reference, "endpoint": str(ENDPOINT)}.get(who or "", name)
         labels = [""]
         if rule.per_label:
-            found = set().union(*(data.labels(deployment) for data in step_data))
-            if base_data is not None:
-                found |= base_data.labels(base_deployment)
+            found = {label for values in intervals for label in values.labels(rule.numerator)}
+            if base_values is not None:
+                found |= set(base_values.labels(rule.numerator))
             labels = sorted(found)
             if not labels:
-                results.append(_no_label_result(rule, deployment, windows, base_window, base_deployment, query_text))
+                results.append(no_label_result(rule, name, windows, base_window, base_name, query))
                 continue
         for label in labels:
-            measured = [data.measure(rule, deployment, label, w) for data, w in zip(step_data, windows, strict=True)]
-            baseline = base_data.measure(rule, base_deployment, label, base_window) if base_data else None
+            measured = [measure(rule, values, label) for values in intervals]
+            baseline = measure(rule, base_values, label) if base_values is not None else None
             assessment = assess(measured, baseline, rule)
-            result = _result(rule, deployment, label, measured, baseline, base_deployment, assessment, query_text)
-            results.append(result)
+            results.append(build_result(rule, name, label, measured, baseline, base_name, assessment, query))
     return results
 
 
-def _result(
-    rule: Rule,
-    deployment: str,
-    label: str,
-    measured: Sequence[Measured],
-    baseline: Measured | None,
-    base_deployment: str,
-    assessment: Assessment,
-    query: str,
-) -> RuleResult:
-    compare = _OPS[rule.condition.op]
-    steps = tuple(
-        StepEvidence(
-            m.start,
-            m.end,
-            m.value,
-            m.samples,
-            None
-            if m.value is None or m.samples < rule.min_samples or assessment.threshold is None
-            else compare(m.value, assessment.threshold),
-        )
-        for m in measured
-    )
-    latest = measured[-1]
-    what = rule.expression.replace("[label]", f"[{label}]") if label else rule.expression
-    for_check = (
-        f"condition required in each of {len(steps)} step(s) of {format_duration(rule.window)} covering "
-        f"for={format_duration(rule.for_)}: held {assessment.held}, not held {assessment.failed}, "
-        f"under {rule.min_samples} samples {assessment.short}"
-    )
-    return RuleResult(
-        rule=rule.name,
-        deployment=deployment,
-        state=assessment.state,
-        message=f"{what} {assessment.reason}",
-        severity=rule.severity,
-        signal=rule.signal,
-        label=label,
-        expression=what,
-        op=rule.condition.op,
-        value=latest.value,
-        baseline=None if baseline is None else baseline.value,
-        factor=rule.condition.factor,
-        threshold=assessment.threshold,
-        samples=latest.samples,
-        min_samples=rule.min_samples,
-        window_s=rule.window,
-        window_start=measured[0].start,
-        window_end=latest.end,
-        baseline_deployment=base_deployment if baseline is not None else None,
-        baseline_start=None if baseline is None else baseline.start,
-        baseline_end=None if baseline is None else baseline.end,
-        baseline_samples=None if baseline is None else baseline.samples,
-        for_s=rule.for_,
-        for_check=for_check,
-        steps=steps,
-        query=query,
-    )
-
-
-def _no_label_result(
-    rule: Rule,
-    deployment: str,
-    windows: Sequence[Window],
-    base_window: Window | None,
-    base_deployment: str,
-    query: str,
-) -> RuleResult:
-    return RuleResult(
-        rule=rule.name,
-        deployment=deployment,
-        state="no_data",
-        message=f"{rule.expression}: no entity of any label in the steps or the baseline",
-        severity=rule.severity,
-        signal=rule.signal,
-        expression=rule.expression,
-        op=rule.condition.op,
-        factor=rule.condition.factor,
-        threshold=rule.condition.threshold,
-        min_samples=rule.min_samples,
-        window_s=rule.window,
-        window_start=windows[0].start,
-        window_end=windows[-1].end,
-        baseline_deployment=base_deployment if base_window else None,
-        baseline_start=base_window.start if base_window else None,
-        baseline_end=base_window.end if base_window else None,
-        for_s=rule.for_,
-        query=query,
-    )
+def _baseline(
+    base: Series | None, who: str | None, name: str, reference: str | None, window: Window | None
+) -> ArmInterval | None:
+    if base is None or window is None:
+        return None
+    arm = {"reference": Arm(reference), "endpoint": ENDPOINT}.get(who or "", Arm(name))
+    return _merged(base, arm, window.start)

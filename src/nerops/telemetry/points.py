@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from nerops.telemetry.buckets import bucket_counts, encode_buckets, sparse_buckets
-from nerops.telemetry.metrics import metric_spec
+from nerops.telemetry.metrics import LIVE, SQUARES, TRAFFIC_CLASSES, metric_spec
 
 
 @dataclass(frozen=True)
@@ -22,10 +22,14 @@ class Point:
     sum: float
     min: float | None = None
     max: float | None = None
-    mirrored: bool = False
+    traffic_class: str = LIVE
     label: str = ""
     buckets: tuple[tuple[float, int], ...] = ()
     interval_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.traffic_class not in TRAFFIC_CLASSES:
+            raise ValueError(f"unknown traffic class {self.traffic_class!r}: use one of {', '.join(TRAFFIC_CLASSES)}")
 
     @classmethod
     def counter(
@@ -37,14 +41,15 @@ class Point:
         endpoint: str = "",
         deployment: str = "",
         model_version: str = "",
-        mirrored: bool = False,
+        traffic_class: str = LIVE,
         label: str = "",
         interval_s: float = 0.0,
     ) -> Point:
         """A counter's increase over the interval ending at ``time``."""
         return cls(
-            time, metric, endpoint, deployment, model_version, value, value, None, None, mirrored, label, (), interval_s
-        )
+            time, metric, endpoint, deployment, model_version, value, value, None, None, traffic_class, label, (),
+            interval_s,
+        )  # fmt: skip
 
     @classmethod
     def histogram(
@@ -56,7 +61,7 @@ class Point:
         endpoint: str = "",
         deployment: str = "",
         model_version: str = "",
-        mirrored: bool = False,
+        traffic_class: str = LIVE,
         label: str = "",
         interval_s: float = 0.0,
         bounds: Sequence[float] | None = None,
@@ -73,11 +78,17 @@ class Point:
             float(sum(values)),
             float(min(values)) if values else None,
             float(max(values)) if values else None,
-            mirrored,
+            traffic_class,
             label,
             sparse_buckets(bounds, bucket_counts(values, bounds)) if values else (),
             interval_s,
         )
+
+    @classmethod
+    def measured(cls, time: float, metric: str, values: Sequence[float], **identity: object) -> list[Point]:
+        """A histogram row and its sum-of-squares companion, as the recorder exports them (tests, benchmarks)."""
+        square = float(sum(value * value for value in values))
+        return [cls.histogram(time, metric, values, **identity), cls.counter(time, SQUARES[metric], square, **identity)]
 
     def row(self) -> tuple[object, ...]:
         return (
@@ -87,7 +98,7 @@ class Point:
             self.endpoint,
             self.deployment,
             self.model_version,
-            1 if self.mirrored else 0,
+            self.traffic_class,
             self.label,
             self.item_count,
             float(self.sum),

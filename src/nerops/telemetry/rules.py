@@ -7,19 +7,26 @@ Errors name the file, the rule and the field (:class:`RulesError`). Evaluation l
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
 from nerops.errors import ConfigurationError
 from nerops.telemetry.durations import Duration
-from nerops.telemetry.metrics import METRICS, metric_spec
+from nerops.telemetry.metrics import LIVE, METRICS, TRAFFIC_CLASSES, TrafficClass, metric_spec
 
 QUANTILES = {"p50": 0.50, "p90": 0.90, "p95": 0.95, "p99": 0.99}
+
+
+def _traffic(value: object) -> object:
+    """``traffic: live`` / ``[live, probe]`` / ``all``; version-1 files said ``mirrored`` for the mirror class."""
+    if isinstance(value, str):
+        return TRAFFIC_CLASSES if value == "all" else (("mirror",) if value == "mirrored" else (value,))
+    return tuple(value) if isinstance(value, list | tuple) and value else value
 
 
 def default_rules_path() -> Path:
@@ -32,20 +39,26 @@ class RulesError(ConfigurationError):
 
 
 class Baseline(BaseModel):
-    """The window a relative condition compares with: ``window`` ending ``offset`` before now."""
+    """The window a relative condition compares with: ``window`` ending ``offset`` before now.
+
+    ``deployment``: ``self`` (the same deployment), ``endpoint`` (every deployment of the endpoint
+    together: a rollout's new deployment is compared with the endpoint's past, not blinded by its own
+    missing history) or ``reference`` (the reference deployment, e.g. the stable one, by default in
+    the same window: a candidate is judged from its first minute).
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     window: Duration = Field(gt=0)
     offset: Duration | None = None
-    deployment: Literal["self", "reference"] = "self"
+    deployment: Literal["self", "endpoint", "reference"] = "self"
 
     @property
     def offset_s(self) -> float:
-        """Default: the window just before now's window (self), or the same period (reference)."""
+        """Default: the window just before now's window (self, endpoint), or the same period (reference)."""
         if self.offset is not None:
             return self.offset
-        return self.window if self.deployment == "self" else 0.0
+        return 0.0 if self.deployment == "reference" else self.window
 
 
 class Condition(BaseModel):
@@ -54,6 +67,7 @@ class Condition(BaseModel):
     op: Literal[">", ">=", "<", "<="]
     threshold: float | None = None
     factor: float | None = Field(default=None, gt=0)
+    margin: float = 0.0  # relative only: compare with factor x baseline + margin (rates near zero)
     baseline: Baseline | None = None
 
     @model_validator(mode="after")
@@ -64,6 +78,8 @@ class Condition(BaseModel):
             raise _field_error("baseline", "a relative condition ('factor') needs a 'baseline'")
         if self.threshold is not None and self.baseline is not None:
             raise _field_error("baseline", "an absolute condition ('threshold') takes no 'baseline'")
+        if self.threshold is not None and self.margin:
+            raise _field_error("margin", "only for a relative condition ('factor' with 'baseline')")
         return self
 
     @property
@@ -85,14 +101,17 @@ class Rule(BaseModel):
     numerator: str | None = None
     denominator: str | None = None
     per_label: bool = False
-    traffic: Literal["all", "live", "mirrored"] = "all"
+    traffic: Annotated[tuple[TrafficClass, ...], BeforeValidator(_traffic)] = (LIVE,)
     window: Duration = Field(gt=0)
     for_: Duration = Field(default=0.0, alias="for", ge=0)
     min_samples: int = Field(ge=1)
     condition: Condition
+    local_only: str | None = None  # only the local store can answer: the name of the rule Azure uses instead
 
     @model_validator(mode="after")
     def _consistent(self) -> Rule:
+        if not self.traffic:
+            raise _field_error("traffic", f"name at least one traffic class ({', '.join(TRAFFIC_CLASSES)})")
         if self.aggregation in ("ratio", "rate"):
             for name in ("numerator", "denominator"):
                 value = getattr(self, name)
@@ -137,9 +156,9 @@ class Rule(BaseModel):
         return QUANTILES.get(self.aggregation)
 
     @property
-    def mirrored(self) -> bool | None:
-        """The store's mirrored filter: None = live and shadow traffic, False = live only, True = shadow only."""
-        return {"all": None, "live": False, "mirrored": True}[self.traffic]
+    def needs_reference(self) -> bool:
+        baseline = self.condition.baseline
+        return baseline is not None and baseline.deployment == "reference"
 
     @property
     def expression(self) -> str:
@@ -155,6 +174,11 @@ class RulesFile(BaseModel):
 
     version: Literal[1] = 1
     rules: list[Rule] = Field(min_length=1)
+
+
+def standalone(rules: Iterable[Rule]) -> list[Rule]:
+    """The rules that need no reference deployment (outside a rollout: the CLI, the dashboard)."""
+    return [rule for rule in rules if not rule.needs_reference]
 
 
 def _field_error(field_name: str, message: str) -> PydanticCustomError:
@@ -191,6 +215,14 @@ def parse_rules(text: str, *, source: str = "<rules>") -> list[Rule]:
         if rule.name in seen:
             raise RulesError(f"{source}: rule '{rule.name}' (rules[{index}]), field 'name': duplicate rule name")
         seen.add(rule.name)
+    by_name = {rule.name: rule for rule in rules}
+    for index, rule in enumerate(rules):
+        substitute = by_name.get(rule.local_only or "")
+        if rule.local_only is not None and (substitute is None or substitute.local_only is not None):
+            raise RulesError(
+                f"{source}: rule '{rule.name}' (rules[{index}]), field 'local_only': name the rule Azure uses "
+                f"instead, one of this file that is not local-only itself (not '{rule.local_only}')"
+            )
     return rules
 
 

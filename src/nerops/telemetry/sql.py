@@ -8,9 +8,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from nerops.telemetry.metrics import TABLES
+from nerops.telemetry.metrics import LIVE, TABLES
 
-GROUP_COLUMNS = ("deployment", "model_version", "endpoint", "label", "mirrored")
+GROUP_COLUMNS = ("deployment", "model_version", "endpoint", "label", "traffic_class")
 
 _COLUMNS = (
     "time",
@@ -19,7 +19,7 @@ _COLUMNS = (
     "endpoint",
     "deployment",
     "model_version",
-    "mirrored",
+    "traffic_class",
     "label",
     "item_count",
     "sum",
@@ -61,6 +61,11 @@ def render_sql(sql: str, params: Sequence[object]) -> str:
     return " ".join("".join(out).split())
 
 
+# step k covers (start + k*step, start + (k+1)*step]: k = ceil((time - start) / step) - 1 (params: start, step x 3)
+_OFFSET = "((p.time - ?) / ?)"
+STEP_EXPR = f"(CAST({_OFFSET} AS INTEGER) - ({_OFFSET} = CAST({_OFFSET} AS INTEGER)))"
+
+
 def group_sql(
     table: str,
     metric: str,
@@ -70,7 +75,7 @@ def group_sql(
     by: Sequence[str] = ("deployment",),
     deployments: Sequence[str] | None = None,
     label: str | None = None,
-    mirrored: bool | None = False,
+    traffic: Sequence[str] | None = (LIVE,),
     endpoint: str | None = None,
     buckets: bool = False,
 ) -> Query:
@@ -87,9 +92,9 @@ def group_sql(
     if label is not None:
         where.append(f"{prefix}label = ?")
         params.append(label)
-    if mirrored is not None:
-        where.append(f"{prefix}mirrored = ?")
-        params.append(1 if mirrored else 0)
+    if traffic is not None:
+        where.append(f"{prefix}traffic_class IN ({', '.join('?' * len(traffic))})")
+        params.extend(traffic)
     if endpoint is not None:
         where.append(f"{prefix}endpoint = ?")
         params.append(endpoint)
@@ -120,7 +125,7 @@ def step_sql(
     by: str | None = "deployment",
     deployment: str | None = None,
     label: str | None = None,
-    mirrored: bool | None = False,
+    traffic: Sequence[str] | None = (LIVE,),
     buckets: bool = False,
 ) -> Query:
     """Rows per step ``k`` (covering ``(start + k*step, start + (k+1)*step]``) and group ``g``."""
@@ -128,9 +133,7 @@ def step_sql(
         raise ValueError(f"step_s must be positive, not {step_s}")
     if by is not None and by not in GROUP_COLUMNS:
         raise ValueError(f"cannot group by {by!r}: choose from {', '.join(GROUP_COLUMNS)}")
-    # step k covers (start + k*step, start + (k+1)*step]: k = ceil((time - start) / step) - 1
-    offset = "((p.time - ?) / ?)"
-    step_expr = f"(CAST({offset} AS INTEGER) - ({offset} = CAST({offset} AS INTEGER)))"
+    step_expr = STEP_EXPR
     where = ["p.metric = ?", "p.time > ?", "p.time <= ?"]
     params: list[object] = [float(start), float(step_s)] * 3 + [metric, float(start), float(end)]
     if deployment is not None:
@@ -139,9 +142,9 @@ def step_sql(
     if label is not None:
         where.append("p.label = ?")
         params.append(label)
-    if mirrored is not None:
-        where.append("p.mirrored = ?")
-        params.append(1 if mirrored else 0)
+    if traffic is not None:
+        where.append(f"p.traffic_class IN ({', '.join('?' * len(traffic))})")
+        params.extend(traffic)
     group_col = f"p.{by}" if by else "''"
     if buckets:
         sql = (
@@ -152,5 +155,49 @@ def step_sql(
         sql = (
             f"SELECT {step_expr} AS k, {group_col} AS g, SUM(item_count), SUM(sum), MIN(min), MAX(max), COUNT(*) "
             f"FROM {table} AS p WHERE {' AND '.join(where)} GROUP BY k, g ORDER BY k, g"
+        )
+    return Query(sql, params)
+
+
+def arm_series_sql(
+    table: str,
+    metrics: Sequence[str],
+    start: float,
+    end: float,
+    step_s: float,
+    *,
+    endpoint: str | None,
+    deployments: Sequence[str] | None,
+    traffic: Sequence[str],
+    buckets: bool = False,
+) -> Query:
+    """The metrics-source read: per step, deployment, model version, metric and label (``buckets``: per bound)."""
+    if step_s <= 0:
+        raise ValueError(f"step must be positive, not {step_s}")
+    where = [
+        f"p.metric IN ({', '.join('?' * len(metrics))})",
+        "p.time > ?",
+        "p.time <= ?",
+        f"p.traffic_class IN ({', '.join('?' * len(traffic))})",
+    ]
+    params: list[object] = [float(start), float(step_s)] * 3 + [*metrics, float(start), float(end), *traffic]
+    if endpoint is not None:
+        where.append("p.endpoint = ?")
+        params.append(endpoint)
+    if deployments is not None:
+        where.append(f"p.deployment IN ({', '.join('?' * len(deployments))})")
+        params.extend(deployments)
+    keys = "k, p.deployment, p.model_version, p.metric, p.label"
+    if buckets:
+        where.append("p.buckets IS NOT NULL")
+        sql = (
+            f"SELECT {STEP_EXPR} AS k, p.deployment, p.model_version, p.metric, p.label, j.key, SUM(j.value) "
+            f"FROM {table} AS p, json_each(p.buckets) AS j WHERE {' AND '.join(where)} GROUP BY {keys}, j.key"
+        )
+    else:
+        sql = (
+            f"SELECT {STEP_EXPR} AS k, p.deployment, p.model_version, p.metric, p.label, SUM(p.item_count), "
+            f"SUM(p.sum), MIN(p.min), MAX(p.max), COUNT(*) FROM {table} AS p WHERE {' AND '.join(where)} "
+            f"GROUP BY {keys}"
         )
     return Query(sql, params)

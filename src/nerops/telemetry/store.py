@@ -7,7 +7,7 @@ Layout (as Azure Monitor's ``AppMetrics`` keeps metrics: one row per export inte
       interval_s     REAL     length of that interval (0 when unknown)
       metric         TEXT     instrument name (nerops.telemetry.metrics)
       endpoint, deployment, model_version   TEXT  ("" when unknown)
-      mirrored       INTEGER  1 for shadow copies (response discarded), else 0
+      traffic_class  TEXT     live | mirror | probe | smoke (nerops.telemetry.metrics.TRAFFIC_CLASSES)
       label          TEXT     entity label for entities_per_label, else ""
       item_count     measurements in the interval (counters: the value)
       sum, min, max  of the measurements (counters: sum = value, min/max NULL)
@@ -15,6 +15,15 @@ Layout (as Azure Monitor's ``AppMetrics`` keeps metrics: one row per export inte
     indexes: (metric, time) and (deployment, metric, time): a query reads the window it asks for,
              whatever the length of the history
     metrics_catalog (kind, metric): which metrics each table holds (retention and deployments() use it)
+    watermarks      (writer, endpoint, started, exported_to, closed, pid, host): per exporting process,
+                    everything it recorded up to exported_to is stored
+    telemetry_loss  (writer, endpoint, kind, signal, count, start, end): what a writer could not store
+
+Loss is evidence: an export writes its points, its watermark and the loss it counted in one
+transaction. Rows older than their writer's watermark are refused and counted (``late_points``, over
+the interval being exported), so data below a watermark never changes once read: a verdict recorded
+on it stays true. Reads through the metrics-source port (:mod:`nerops.telemetry.local_source`) stop
+at the lowest watermark and report the loss of every interval.
 
 Concurrency: WAL journal, ``busy_timeout``, every write in one ``BEGIN IMMEDIATE`` transaction. One or
 more writers (endpoint processes) and any number of readers in other processes (CLI, dashboard, alert
@@ -35,6 +44,7 @@ from pathlib import Path
 from nerops.telemetry.metrics import TABLES, kind_of, table_of
 from nerops.telemetry.points import Point
 from nerops.telemetry.schema import TelemetryStoreError, check_schema, create_schema
+from nerops.telemetry.source import Arm, Loss, Series, Watermark
 from nerops.telemetry.sql import INSERT
 from nerops.telemetry.store_reads import SeriesPoint, StoreReads
 
@@ -62,7 +72,6 @@ class TelemetryStore(StoreReads):
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
         self._pid = 0
-        self._known_metrics: set[tuple[str, str]] = set()
         self._last_retention = 0.0
         self._connection()  # fail now, with a clear message, rather than at the first query
 
@@ -123,15 +132,49 @@ class TelemetryStore(StoreReads):
 
     # -- writing
 
-    def write(self, points: Iterable[Point]) -> int:
-        """Insert points (each into the table of its metric's kind) in one transaction; returns how many."""
+    def write(self, points: Iterable[Point], *, watermark: Watermark | None = None, loss: Iterable[Loss] = ()) -> int:
+        """Insert points, and a writer's watermark and loss, in one transaction; returns the points written.
+
+        With a ``watermark``, points not newer than that writer's stored watermark are late: refused,
+        and counted as ``late_points`` loss over ``(stored watermark, new watermark]``.
+        """
+        points, loss = list(points), list(loss)
+        if self.readonly:
+            raise TelemetryStoreError(f"{self.path} is open read-only")
+        with self._lock:
+            conn = self._connection()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    if watermark is not None:
+                        points, late = _split_late(conn, points, watermark)
+                        loss += late
+                        _upsert_watermark(conn, watermark)
+                    written = self._insert(conn, points)
+                    conn.executemany(
+                        "INSERT INTO telemetry_loss VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        [(x.writer, x.endpoint, x.kind, x.signal, x.count, x.start, x.end) for x in loss],
+                    )
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                raise TelemetryStoreError(f"cannot write to the telemetry store {self.path}: {exc}") from exc
+        return written
+
+    def _insert(self, conn: sqlite3.Connection, points: Sequence[Point]) -> int:
         by_table: dict[str, list[tuple[object, ...]]] = {table: [] for table in TABLES.values()}
         catalog: set[tuple[str, str]] = set()
         for point in points:
             kind = kind_of(point.metric)
             by_table[TABLES[kind]].append(point.row())
             catalog.add((kind, point.metric))
-        return self.write_rows(by_table, catalog)
+        for table, table_rows in by_table.items():
+            if table_rows:
+                conn.executemany(INSERT[table], table_rows)
+        conn.executemany("INSERT OR IGNORE INTO metrics_catalog VALUES (?, ?)", sorted(catalog))
+        return len(points)
 
     def write_rows(self, rows: Mapping[str, Sequence[tuple[object, ...]]], catalog: Iterable[tuple[str, str]]) -> int:
         """Low-level bulk insert of already-built rows (``Point.row()`` order) per table: for benchmarks."""
@@ -147,17 +190,31 @@ class TelemetryStore(StoreReads):
                         if table_rows:
                             conn.executemany(INSERT[table_of(table)], table_rows)
                             written += len(table_rows)
-                    new = set(catalog) - self._known_metrics
-                    if new:
-                        conn.executemany("INSERT OR IGNORE INTO metrics_catalog VALUES (?, ?)", sorted(new))
+                    conn.executemany("INSERT OR IGNORE INTO metrics_catalog VALUES (?, ?)", sorted(set(catalog)))
                     conn.execute("COMMIT")
                 except BaseException:
                     conn.execute("ROLLBACK")
                     raise
             except sqlite3.Error as exc:
                 raise TelemetryStoreError(f"cannot write to the telemetry store {self.path}: {exc}") from exc
-            self._known_metrics |= set(catalog)
         return written
+
+    # -- the metrics-source port (nerops.telemetry.source.MetricsSource)
+
+    def series(
+        self,
+        endpoint: str | None,
+        arms: Sequence[Arm] | None,
+        metrics: Sequence[str],
+        start: float,
+        end: float,
+        step: float,
+        traffic_class: str | Sequence[str] = "live",
+    ) -> Series:
+        """Per interval and arm, with watermark and loss: see :func:`nerops.telemetry.local_source.read_series`."""
+        from nerops.telemetry.local_source import read_series
+
+        return read_series(self, endpoint, arms, metrics, start, end, step, traffic_class)
 
     def apply_retention(self, now: float | None = None) -> int:
         """Delete rows older than ``retention_days`` before ``now``; returns how many were deleted."""
@@ -189,3 +246,23 @@ class TelemetryStore(StoreReads):
         if self._last_retention and _time.monotonic() - self._last_retention < every_s:
             return 0
         return self.apply_retention(now)
+
+
+def _split_late(conn: sqlite3.Connection, points: list[Point], mark: Watermark) -> tuple[list[Point], list[Loss]]:
+    row = conn.execute("SELECT exported_to FROM watermarks WHERE writer = ?", (mark.writer,)).fetchone()
+    if row is None:
+        return points, []
+    kept = [point for point in points if point.time > row[0]]
+    late = len(points) - len(kept)
+    if not late:
+        return points, []
+    end = max(mark.exported_to, row[0])
+    return kept, [Loss("late_points", late, row[0], end, "", mark.writer, mark.endpoint)]
+
+
+def _upsert_watermark(conn: sqlite3.Connection, mark: Watermark) -> None:
+    conn.execute(
+        "INSERT INTO watermarks VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (writer) DO UPDATE SET "
+        "exported_to = MAX(exported_to, excluded.exported_to), closed = MAX(closed, excluded.closed)",
+        (mark.writer, mark.endpoint, mark.started, mark.exported_to, int(mark.closed), mark.pid, mark.host),
+    )

@@ -12,7 +12,7 @@ from dataclasses import replace
 from typing import NamedTuple
 
 from nerops.telemetry.buckets import EMPTY, Aggregate
-from nerops.telemetry.metrics import KINDS, TABLES, metric_spec, table_of
+from nerops.telemetry.metrics import KINDS, LIVE, TABLES, metric_spec, table_of
 from nerops.telemetry.sql import Query, group_sql, step_sql
 
 
@@ -40,14 +40,14 @@ class StoreReads:
         by: Sequence[str] = ("deployment",),
         deployments: Sequence[str] | None = None,
         label: str | None = None,
-        mirrored: bool | None = False,
+        traffic: Sequence[str] | None = (LIVE,),
         endpoint: str | None = None,
         buckets: bool = False,
     ) -> Query:
         """The SQL :meth:`group` runs (``buckets=True``: the bucket-merging query) for evidence."""
         return group_sql(
             self._table_for(kind, metric), metric, start, end, by=by, deployments=deployments, label=label,
-            mirrored=mirrored, endpoint=endpoint, buckets=buckets,
+            traffic=traffic, endpoint=endpoint, buckets=buckets,
         )  # fmt: skip
 
     def group(
@@ -60,16 +60,16 @@ class StoreReads:
         by: Sequence[str] = ("deployment",),
         deployments: Sequence[str] | None = None,
         label: str | None = None,
-        mirrored: bool | None = False,
+        traffic: Sequence[str] | None = (LIVE,),
         endpoint: str | None = None,
         buckets: bool = False,
     ) -> dict[tuple[str, ...], Aggregate]:
         """One aggregate per group (e.g. per deployment) over ``(start, end]``; groups without rows are absent.
 
-        ``mirrored``: False = live traffic only, True = shadow copies only, None = both.
+        ``traffic``: the traffic classes to read (default live only; None: every class).
         ``buckets``: also merge histogram buckets (needed for quantiles; one more query).
         """
-        filters = {"by": by, "deployments": deployments, "label": label, "mirrored": mirrored, "endpoint": endpoint}
+        filters = {"by": by, "deployments": deployments, "label": label, "traffic": traffic, "endpoint": endpoint}
         if deployments is not None and not deployments:
             return {}
         query = self.group_query(kind, metric, start, end, **filters)
@@ -100,7 +100,7 @@ class StoreReads:
         *,
         deployment: str | None = None,
         label: str | None = None,
-        mirrored: bool | None = False,
+        traffic: Sequence[str] | None = (LIVE,),
         endpoint: str | None = None,
         buckets: bool = True,
     ) -> Aggregate:
@@ -113,13 +113,13 @@ class StoreReads:
             by=(),
             deployments=None if deployment is None else [deployment],
             label=label,
-            mirrored=mirrored,
+            traffic=traffic,
             endpoint=endpoint,
             buckets=buckets and metric_spec(metric).is_histogram,
         )
         return groups.get((), EMPTY)
 
-    def series(
+    def metric_series(
         self,
         kind: str,
         metric: str,
@@ -130,12 +130,12 @@ class StoreReads:
         by: str | None = "deployment",
         deployment: str | None = None,
         label: str | None = None,
-        mirrored: bool | None = False,
+        traffic: Sequence[str] | None = (LIVE,),
         buckets: bool = False,
     ) -> list[SeriesPoint]:
         """Steps of ``step_s`` from ``start``: ``(step start, group, Aggregate)`` for steps with data, in order."""
         table = self._table_for(kind, metric)
-        options = {"by": by, "deployment": deployment, "label": label, "mirrored": mirrored}
+        options = {"by": by, "deployment": deployment, "label": label, "traffic": traffic}
         query = step_sql(table, metric, start, end, step_s, **options)
         rows = self._read(query.sql, query.params)
         bucket_rows: dict[tuple[int, str], dict[float, float]] = {}
