@@ -205,6 +205,43 @@ def test_each_request_is_recorded_with_its_traffic_class(endpoint: LocalEndpoint
     assert documents.sum == 3  # model signals carry the class too
 
 
+def test_mirror_copies_are_compared_with_the_live_answer_counts_only(endpoint: LocalEndpoint, state: Path):
+    """Blue answers every request; half are mirrored to green: agreement per label, drops counted, no text."""
+    client = endpoint.client()
+    since = time.time() - 1
+    client.set_traffic({"blue": 100}, mirror={"green": 50})
+    try:
+        report = run_traffic(endpoint.url, endpoint.key, texts(20), requests=20, concurrency=2, progress=False)
+        assert report.by_deployment == {"blue": 20}
+        time.sleep(2.0)  # the copies finish in the background; then one export interval
+    finally:
+        client.set_traffic({"blue": 70, "green": 30}, mirror={})
+    st = store(state)
+    try:
+        until = time.time() + 60
+
+        def total(kind: str, metric: str, **options) -> float:
+            return st.aggregate(kind, metric, since, until, deployment="green", traffic=["mirror"], **options).sum
+
+        copies, dropped = total("system", "request_count"), total("system", "mirror_dropped_count")
+        compared, exact = total("model", "agreement_documents"), total("model", "agreement_exact_documents")
+        labels = st.group("model", "agreement_matched", since, until, by=("label",), traffic=["mirror"])
+        live_green = st.aggregate("system", "request_count", since, until, deployment="green")
+        texts_in_store = [
+            row
+            for row in st._read("SELECT label FROM model_points WHERE metric LIKE 'agreement_%'", ())
+            if len(row[0]) > 40
+        ]
+    finally:
+        st.close()
+    assert copies == 10  # 50 % of 20, exactly (the mirror picker keeps exact shares)
+    assert compared + dropped == copies and compared > 0
+    assert 0 <= exact <= compared
+    assert labels and all(agg.sum >= 0 for agg in labels.values())
+    assert live_green.sum == 0  # mirror copies are not live traffic
+    assert texts_in_store == []  # labels only, never text
+
+
 def test_load_split_and_nothing_lost(endpoint: LocalEndpoint, state: Path):
     """Thousands of requests at concurrency 8 on a 70/30 split: telemetry counts what the client got."""
     since = time.time() - 0.5

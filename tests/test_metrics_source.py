@@ -7,6 +7,7 @@ the few measurements below, not by the code under test.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ import pytest
 from nerops.telemetry import DocumentSignals, RequestRecord, Telemetry, TelemetryStore, local_telemetry
 from nerops.telemetry import metrics as m
 from nerops.telemetry.agreement import compare
-from nerops.telemetry.source import Arm, MetricsSource
+from nerops.telemetry.source import Arm, MetricsSource, judgeable_now
 
 ENDPOINT = "resume-ner"
 ALL_METRICS = [
@@ -199,5 +200,7 @@ def test_arms_are_deployment_and_model_version(recorded: Recorded):
 
 def test_an_endpoint_no_writer_ever_reported_is_an_error_not_no_data(recorded: Recorded):
     series = recorded.source.series("other-endpoint", [Arm("blue")], [m.REQUEST_COUNT], recorded.start, recorded.end, 1)
-    assert series.watermark is None
+    assert series.watermark is None and recorded.source.watermark("other-endpoint") is None
     assert "no telemetry watermark" in series.problem()
+    assert recorded.source.watermark(ENDPOINT) == math.inf  # the writer closed: everything it had is stored
+    assert judgeable_now(recorded.source, ENDPOINT, 5.0) == 5.0

@@ -19,7 +19,7 @@ from nerops.telemetry import Point, RequestRecord, Telemetry, TelemetryStore
 from nerops.telemetry.alerts import Rule, evaluate
 from nerops.telemetry.exporter import LocalStoreExporter
 from nerops.telemetry.loss import HOST, LossCounter, read_sidecars
-from nerops.telemetry.source import Arm, Watermark
+from nerops.telemetry.source import Arm, Watermark, judgeable_now
 
 EP = "ep"
 ERROR_RATE = Rule.model_validate(
@@ -76,6 +76,8 @@ def test_a_store_that_refuses_writes_for_a_while(tmp_path: Path):
     assert mark.writer == exporter.writer and {x.kind for x in pending} == {"export_failures", "recording_failures"}
     outage = counted(path, before_outage, during)
     assert "watermark" in outage.problem() and "behind" in outage.problem()
+    with TelemetryStore(path, readonly=True) as reader:
+        assert judgeable_now(reader, EP, during) == before_outage  # judge no later than what is complete
     [result] = evaluate([ERROR_RATE], TelemetryStore(path, readonly=True), now=during, endpoint=EP)
     assert result.state == "error" and "telemetry incomplete" in result.message  # never no_data, never ok
 

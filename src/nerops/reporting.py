@@ -207,11 +207,13 @@ def write_monitoring_dashboard(
     from nerops.dashboard import write_dashboard
     from nerops.ledger import Ledger
     from nerops.telemetry import TelemetryStore
-    from nerops.telemetry.alerts import evaluate, format_results, load_rules
+    from nerops.telemetry.alerts import evaluate, format_results, load_rules, standalone
+    from nerops.telemetry.source import judgeable_now
 
     store_path = settings.state / "telemetry" / "telemetry.db"
     with TelemetryStore(store_path) as store:
-        alerts_text = format_results(evaluate(load_rules(), store, now=time.time()))
+        now = judgeable_now(store, None, time.time())
+        alerts_text = format_results(evaluate(standalone(load_rules()), store, now=now))
     entries = Ledger(settings.ledger_path).entries() if settings.ledger_path.exists() else []
     out = out or settings.state / "dashboard" / "index.html"
     return write_dashboard(store_path, entries, out, endpoint=endpoint, hours=hours, alerts_text=alerts_text)

@@ -29,6 +29,7 @@ from nerops.telemetry.rules import (
     default_rules_path,
     load_rules,
     parse_rules,
+    standalone,
 )
 
 __all__ = [
@@ -57,5 +58,6 @@ __all__ = [
     "load_rules",
     "parse_duration",
     "parse_rules",
+    "standalone",
     "step_windows",
 ]

@@ -109,12 +109,16 @@ def _evaluate_rule(
         raise ValueError("this rule compares with a reference deployment: evaluate it with reference=<deployment>")
     metrics = [rule.metric] if rule.metric else [rule.numerator, rule.denominator]
     arms = None if deployments is None else [Arm(name) for name in deployments]
-    steps = source.series(endpoint, arms, metrics, windows[0].start, windows[-1].end, rule.window, rule.traffic)
+    detail = {"buckets": rule.quantile is not None, "squares": False}  # a rule needs sums, counts, quantiles
+    start, end = windows[0].start, windows[-1].end
+    steps = source.series(endpoint, arms, metrics, start, end, rule.window, rule.traffic, **detail)
     base = None
     if base_window is not None:
         base_arms = {"self": arms, "reference": [Arm(reference)], "endpoint": [ENDPOINT]}[who]
         span = base_window.end - base_window.start
-        base = source.series(endpoint, base_arms, metrics, base_window.start, base_window.end, span, rule.traffic)
+        base = source.series(
+            endpoint, base_arms, metrics, base_window.start, base_window.end, span, rule.traffic, **detail
+        )
     query = "\n".join(series.query for series in (steps, base) if series is not None and series.query)
     step_data = per_deployment(steps)
     names = list(deployments) if deployments is not None else sorted(step_data)

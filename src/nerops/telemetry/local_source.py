@@ -36,6 +36,9 @@ def read_series(
     end: float,
     step: float,
     traffic_class: str | Sequence[str] = "live",
+    *,
+    buckets: bool = True,
+    squares: bool = True,
 ) -> Series:
     """See :class:`nerops.telemetry.source.MetricsSource`."""
     classes = traffic_classes(traffic_class)
@@ -56,9 +59,10 @@ def read_series(
             deployments = sorted({arm.deployment for arm in arms})
         options = {"endpoint": endpoint, "deployments": deployments, "traffic": classes}
         for kind in KINDS:
-            names = _with_squares([name for name in metrics if metric_spec(name).kind == kind])
+            names = [name for name in metrics if metric_spec(name).kind == kind]
             if names:
-                queries += _read_table(store, TABLES[kind], names, start, read_end, step, options, raw)
+                names = _with_squares(names) if squares else names
+                queries += _read_table(store, TABLES[kind], names, start, read_end, step, options, raw, buckets)
     coverage = tuple(
         Coverage(
             start + k * step,
@@ -100,6 +104,11 @@ def read_coverage(
     return sorted(writers.values(), key=lambda w: w.writer), losses, [writers_query, loss_query]
 
 
+def lowest_watermark(store: TelemetryStore, endpoint: str | None) -> float | None:
+    """See :meth:`nerops.telemetry.source.MetricsSource.watermark`."""
+    return _lowest(read_coverage(store, endpoint, 0.0, 0.0)[0])
+
+
 def _lowest(writers: Sequence[Watermark]) -> float | None:
     if not writers:
         return None
@@ -111,7 +120,7 @@ def _with_squares(names: Sequence[str]) -> list[str]:
     return list(dict.fromkeys([*names, *(SQUARES[name] for name in names if name in SQUARES)]))
 
 
-def _read_table(store, table, names, start, end, step, options, raw) -> list[Query]:
+def _read_table(store, table, names, start, end, step, options, raw, buckets: bool) -> list[Query]:
     query = arm_series_sql(table, names, start, end, step, **options)
     for k, deployment, version, metric, label, count, total, low, high, points in store._read(query.sql, query.params):
         raw.setdefault((k, deployment, version), {})[(metric, label)] = Aggregate(
@@ -119,7 +128,7 @@ def _read_table(store, table, names, start, end, step, options, raw) -> list[Que
         )
     queries = [query]
     histograms = [name for name in names if metric_spec(name).is_histogram]
-    if histograms:
+    if histograms and buckets:
         query = arm_series_sql(table, histograms, start, end, step, buckets=True, **options)
         merged: dict[tuple[Key, str, str], dict[float, float]] = {}
         for k, deployment, version, metric, label, bound, count in store._read(query.sql, query.params):

@@ -230,9 +230,31 @@ class MetricsSource(Protocol):
         end: float,
         step: float,
         traffic_class: str | Sequence[str] = m.LIVE,
+        *,
+        buckets: bool = True,
+        squares: bool = True,
     ) -> Series:
-        """Per interval and arm (``arms=None``: every deployment and version with data), with coverage."""
+        """Per interval and arm (``arms=None``: every deployment and version with data), with coverage.
+
+        ``buckets`` / ``squares``: also the histograms' bucket counts / the sums of squares (a reader that
+        needs neither, such as a mean or a ratio rule, saves most of the cost by saying so).
+        """
         ...
+
+    def watermark(self, endpoint: str | None) -> float | None:
+        """The lowest watermark of the endpoint's open writers (inf: all closed; None: none ever reported)."""
+        ...
+
+
+def judgeable_now(source: MetricsSource, endpoint: str | None, now: float) -> float:
+    """The latest time a rule can be judged at: ``now``, or the lowest watermark if that is earlier.
+
+    Evaluating at ``now`` while an endpoint runs would always find the last export interval incomplete;
+    evaluating at the watermark judges everything that is complete. No watermark at all: ``now`` (and
+    the evaluation says why it cannot judge).
+    """
+    mark = source.watermark(endpoint)
+    return now if mark is None else min(now, mark)
 
 
 def traffic_classes(traffic_class: str | Sequence[str]) -> tuple[str, ...]:

@@ -210,11 +210,21 @@ class TelemetryStore(StoreReads):
         end: float,
         step: float,
         traffic_class: str | Sequence[str] = "live",
+        *,
+        buckets: bool = True,
+        squares: bool = True,
     ) -> Series:
         """Per interval and arm, with watermark and loss: see :func:`nerops.telemetry.local_source.read_series`."""
         from nerops.telemetry.local_source import read_series
 
-        return read_series(self, endpoint, arms, metrics, start, end, step, traffic_class)
+        detail = {"buckets": buckets, "squares": squares}
+        return read_series(self, endpoint, arms, metrics, start, end, step, traffic_class, **detail)
+
+    def watermark(self, endpoint: str | None) -> float | None:
+        """The lowest open watermark of ``endpoint``'s writers (inf: all closed; None: no writer ever)."""
+        from nerops.telemetry.local_source import lowest_watermark
+
+        return lowest_watermark(self, endpoint)
 
     def apply_retention(self, now: float | None = None) -> int:
         """Delete rows older than ``retention_days`` before ``now``; returns how many were deleted."""
