@@ -130,6 +130,7 @@ def test_two_arms_over_two_intervals_match_hand_computed_counts_sums_and_squares
     series = recorded.source.series(
         ENDPOINT, [blue, green], ALL_METRICS, recorded.start, recorded.end, recorded.step, "live"
     )
+    assert isinstance(recorded.source, MetricsSource)  # the protocol's methods are all there
     assert series.problem() is None, series.problem()
     assert len(series.coverage) == 2 and series.traffic_classes == ("live",)
     (first, _), (second, _) = series.intervals()

@@ -52,6 +52,7 @@ def serve_and_watch(settings: Settings, gov) -> Path:
     from nerops.serving.traffic import load_texts, run_traffic
     from nerops.telemetry import TelemetryStore
     from nerops.telemetry.alerts import evaluate, format_results, load_rules, standalone
+    from nerops.telemetry.source import judgeable_now
 
     champion = gov.registry.alias_version(CHAMPION)
     console.rule(f"[bold]3. the local online endpoint serves the champion v{champion}")
@@ -78,7 +79,8 @@ def serve_and_watch(settings: Settings, gov) -> Path:
         endpoint.stop()
     console.rule("[bold]4. alert rules on the telemetry just recorded")
     with TelemetryStore(settings.state / "telemetry" / "telemetry.db") as store:
-        console.print(format_results(evaluate(standalone(load_rules()), store, now=time.time())), markup=False)
+        now = judgeable_now(store, None, time.time())  # the last moment every writer has exported
+        console.print(format_results(evaluate(standalone(load_rules()), store, now=now)), markup=False)
     console.print("(no_data where a rule needs more samples or an hour of baseline than this demo has)")
     console.rule("[bold]5. dashboard")
     path = write_monitoring_dashboard(settings, hours=1.0)
