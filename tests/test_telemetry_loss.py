@@ -96,6 +96,25 @@ def test_a_store_that_refuses_writes_for_a_while(tmp_path: Path):
     telemetry.shutdown()
 
 
+def test_a_writer_that_starts_while_the_store_refuses_is_seen_through_its_sidecar(tmp_path: Path):
+    path = tmp_path / "telemetry.db"
+    TelemetryStore(path).close()  # the store exists; then another process holds its write lock
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    telemetry, exporter = pipeline(path)
+    [(mark, _)] = read_sidecars(path)
+    assert mark.writer == exporter.writer and not mark.closed
+    with TelemetryStore(path, readonly=True) as reader:  # readers still read (WAL), and see the writer
+        assert "behind" in reader.series(EP, None, ["request_count"], mark.started, mark.started + 60, 60).problem()
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    requests(telemetry, 2)
+    telemetry.flush()
+    assert read_sidecars(path) == []  # stored: the sidecar no longer holds reads back
+    assert counted(path, exporter.started, exporter.exported_to).problem() is None
+    telemetry.shutdown()
+
+
 def test_points_beyond_the_pending_limit_are_counted_as_dropped(tmp_path: Path):
     path = tmp_path / "telemetry.db"
     telemetry, exporter = pipeline(path, max_pending=1)

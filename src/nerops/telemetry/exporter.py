@@ -160,6 +160,7 @@ class LocalStoreExporter(MetricExporter):
         self._max_pending = max_pending
         self._pending: list[Point] = []
         self._pending_loss: list[Loss] = []
+        self._sidecar = False
         self._lock = threading.Lock()
         self._shutdown = False
         self.exported_to = self.started
@@ -178,6 +179,7 @@ class LocalStoreExporter(MetricExporter):
     def _keep_sidecar(self) -> None:
         try:
             write_sidecar(self.store.path, self._mark(self.exported_to), self._pending_loss)
+            self._sidecar = True
         except OSError as exc:
             log.warning("telemetry loss sidecar not written: %s", exc)
 
@@ -211,8 +213,9 @@ class LocalStoreExporter(MetricExporter):
                 self._keep_sidecar()
                 log.warning("telemetry export failed (%d points kept for the next export): %s", len(self._pending), exc)
                 return MetricExportResult.FAILURE
-            if self._pending_loss:
+            if self._sidecar:  # what it held is in the store now
                 remove_sidecar(self.store.path, self.writer)
+                self._sidecar = False
             self._pending, self._pending_loss = [], []
             self.exported_points += len(batch)
             self.exported_to = max(self.exported_to, collected)
