@@ -242,6 +242,32 @@ def test_mirror_copies_are_compared_with_the_live_answer_counts_only(endpoint: L
     assert texts_in_store == []  # labels only, never text
 
 
+def test_a_probe_pair_is_answered_by_the_pinned_deployment_and_compared(endpoint: LocalEndpoint, state: Path):
+    since = time.time() - 1
+    headers = {
+        "Authorization": f"Bearer {endpoint.key}", "azureml-model-deployment": "green",
+        "x-nerops-traffic-class": "probe", "x-nerops-probe-pair": "blue",
+    }  # fmt: skip
+    for text in texts(3):
+        response = httpx.post(f"{endpoint.url}/score", json={"text": text}, headers=headers)
+        assert response.status_code == 200 and response.headers["azureml-model-deployment"] == "green"
+    unpinned = {k: v for k, v in headers.items() if k != "azureml-model-deployment"}
+    assert httpx.post(f"{endpoint.url}/score", json={"text": "x"}, headers=unpinned).status_code == 400
+    time.sleep(1.5)  # one export interval
+    st = store(state)
+    try:
+        until = time.time() + 60
+        probes = {
+            name: st.aggregate("system", "request_count", since, until, deployment=name, traffic=["probe"]).sum
+            for name in ("blue", "green")
+        }
+        compared = st.aggregate("model", "agreement_documents", since, until, deployment="green", traffic=["probe"])
+    finally:
+        st.close()
+    assert probes == {"blue": 3, "green": 3}
+    assert compared.sum == 3
+
+
 def test_load_split_and_nothing_lost(endpoint: LocalEndpoint, state: Path):
     """Thousands of requests at concurrency 8 on a 70/30 split: telemetry counts what the client got."""
     since = time.time() - 0.5

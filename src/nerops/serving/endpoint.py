@@ -42,6 +42,9 @@ PIN_HEADER = "azureml-model-deployment"
 # (synthetic, sent on purpose) or smoke (a readiness check). Pinned without it: smoke; else live.
 CLASS_HEADER = "x-nerops-traffic-class"
 CLIENT_CLASSES = ("live", "probe", "smoke")
+# a pinned probe naming a second deployment: both answer, the pinned one's answer goes back, and the
+# two are compared like a mirror copy (agreement recorded on the pinned deployment, class probe)
+PAIR_HEADER = "x-nerops-probe-pair"
 MAX_SHADOWS_IN_FLIGHT = 64
 
 
@@ -77,6 +80,10 @@ class ScoringRoute:
         if traffic_class not in CLIENT_CLASSES:
             bad = error(400, "bad_traffic_class", f"{CLASS_HEADER} must be one of {', '.join(CLIENT_CLASSES)}")
             return self._record(bad, "", started)
+        pair = request.headers.get(PAIR_HEADER)
+        if pair is not None and (not pinned or traffic_class != "probe" or pair not in self.controller.pools):
+            why = f"{PAIR_HEADER} needs a pinned probe ({CLASS_HEADER}: probe) and a deployment that serves"
+            return self._record(error(400, "bad_probe_pair", why), "", started, traffic_class)
         picker, mirror = self._pickers()
         name = pinned or picker.pick()
         if name is None:
@@ -94,6 +101,11 @@ class ScoringRoute:
         except ScoringError as exc:
             return self._record(JSONResponse(exc.body(), status_code=exc.status), name, started, traffic_class)
         response = await self._forward(name, body, request.headers.get("content-type", ""), traffic_class)
+        if pair is not None:  # measure the pinned answer first: its latency is its own
+            self._measure(response.status_code, name, started, traffic_class)
+            await self._probe_pair(name, pair, body, request.headers.get("content-type", ""), response)
+            response.headers[PIN_HEADER] = name
+            return response
         if not pinned and traffic_class == "live":
             for shadow in mirror.pick():
                 if len(self._background) >= MAX_SHADOWS_IN_FLIGHT:  # never queue without bound: count the drop
@@ -140,17 +152,29 @@ class ScoringRoute:
         self._measure(response.status_code, name, started, "mirror")
         if response.status_code != 200:
             self._mirror_dropped(name)  # busy, timed out or failed: no answer to compare
-        elif live.status_code == 200:
-            try:
-                agreements = compare_answers(json.loads(response.body), json.loads(live.body))
-            except ValueError:  # not JSON: nothing to compare (counted nowhere else, so count it here)
-                agreements = None
-                self._mirror_dropped(name)
-            pool = self.controller.pools.get(name)
-            if agreements and pool is not None:
-                self.telemetry.record_agreement(
-                    deployment=name, model_version=pool.model_version, agreements=agreements
-                )
+        elif live.status_code == 200 and not self._compare(name, response, live, "mirror"):
+            self._mirror_dropped(name)  # answers that cannot be compared: counted, not silently lost
+
+    async def _probe_pair(self, name: str, pair: str, body: bytes, content_type: str, answer: Response) -> None:
+        started = time.perf_counter()
+        reference = await self._forward(pair, body, content_type, "probe")
+        self._measure(reference.status_code, pair, started, "probe")
+        if answer.status_code == 200 and reference.status_code == 200:
+            self._compare(name, answer, reference, "probe")
+
+    def _compare(self, name: str, candidate: Response, reference: Response, traffic_class: str) -> bool:
+        """Record the agreement of two answers on the candidate's arm (counts only); False if not comparable."""
+        try:
+            agreements = compare_answers(json.loads(candidate.body), json.loads(reference.body))
+        except ValueError:
+            return False
+        pool = self.controller.pools.get(name)
+        if not agreements or pool is None:
+            return False
+        self.telemetry.record_agreement(
+            deployment=name, model_version=pool.model_version, agreements=agreements, traffic_class=traffic_class
+        )
+        return True
 
     def _mirror_dropped(self, name: str) -> None:
         pool = self.controller.pools.get(name)
