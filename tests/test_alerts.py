@@ -399,6 +399,7 @@ def test_the_table_shows_every_rule_and_deployment(store, rules):
     assert "> 100 (2 x baseline 50)" in latency and "150/20" in latency and "(22:03:20, 22:13:20]" in latency
     verbose = format_results(results, verbose=True)
     assert "SELECT" in verbose and "baseline: (endpoint) over (20:13:20, 21:13:20]" in verbose
+    assert "traffic classes read: live" in verbose
     assert format_results([]).startswith("no alert results")
 
 

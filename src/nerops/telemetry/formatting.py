@@ -74,6 +74,8 @@ def format_results(results: Sequence[RuleResult], *, verbose: bool = False) -> s
             lines.append("")
             tag = " / ".join(part for part in (result.rule, result.deployment or "(unrouted)", result.label) if part)
             lines.append(f"{tag}: {result.state}: {result.message}")
+            if result.traffic:
+                lines.append(f"  traffic classes read: {', '.join(result.traffic)}")
             if result.for_check:
                 lines.append(f"  for: {result.for_check}")
             if result.baseline_start is not None:
