@@ -6,6 +6,7 @@ exporter's busy timeout is short. Telemetry goes through the real OpenTelemetry 
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import subprocess
 import time
@@ -151,6 +152,23 @@ def test_a_writer_that_died_leaves_its_last_interval_as_loss(tmp_path: Path):
         after = store.series(EP, [Arm("blue")], ["request_count"], exporter.started, exporter.exported_to, 1)
         assert after.problem() is None  # once the new writer has exported, its windows are whole again
     telemetry.shutdown()
+
+
+def test_a_dead_writer_with_a_known_interval_holds_back_only_its_last_interval(tmp_path: Path):
+    child = subprocess.Popen(["true"])
+    child.wait()
+    now = time.time()
+    with TelemetryStore(tmp_path / "telemetry.db") as store:
+        store.write([], watermark=Watermark("dead", EP, now - 100, now - 200, False, child.pid, HOST, interval_s=10))
+
+        def problem(start: float, end: float) -> str | None:
+            return store.series(EP, [Arm("blue")], ["request_count"], start, end, end - start).problem()
+
+        assert problem(now - 200, now - 100) is None  # before its watermark: complete
+        assert "writer_lost" in problem(now - 100, now - 50)  # it died within one interval of its last export
+        assert problem(now - 80, now - 50) is None  # after that, nothing is held back (nobody else writes)
+        store.write([], watermark=Watermark("alive", EP, now - 60, now - 200, False, os.getpid(), HOST, 10))
+        assert "behind" in problem(now - 80, now - 50)  # a live writer behind still holds reads back
 
 
 def test_late_rows_never_change_a_verdict_already_recorded(tmp_path: Path):

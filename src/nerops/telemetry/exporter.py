@@ -146,6 +146,7 @@ class LocalStoreExporter(MetricExporter):
         close_store_on_shutdown: bool = True,
         apply_retention: bool = True,
         max_pending: int = 100_000,
+        export_interval_s: float = 0.0,
         clock=time.time,
     ) -> None:
         super().__init__(preferred_temporality=DELTA_TEMPORALITY)
@@ -153,6 +154,7 @@ class LocalStoreExporter(MetricExporter):
         self.endpoint = endpoint
         self.loss = loss or LossCounter()
         self.clock = clock
+        self.export_interval_s = export_interval_s
         self.writer = f"{endpoint}@{HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.started = clock()
         self._close_store = close_store_on_shutdown
@@ -174,7 +176,9 @@ class LocalStoreExporter(MetricExporter):
             self._keep_sidecar()
 
     def _mark(self, exported_to: float, *, closed: bool = False) -> Watermark:
-        return Watermark(self.writer, self.endpoint, exported_to, self.started, closed, os.getpid(), HOST)
+        return Watermark(
+            self.writer, self.endpoint, exported_to, self.started, closed, os.getpid(), HOST, self.export_interval_s
+        )
 
     def _keep_sidecar(self) -> None:
         try:

@@ -15,7 +15,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from nerops.telemetry.buckets import EMPTY, Aggregate
-from nerops.telemetry.loss import read_sidecars
+from nerops.telemetry.loss import read_sidecars, writer_alive
 from nerops.telemetry.metrics import KINDS, SQUARES, TABLES, metric_spec
 from nerops.telemetry.source import Arm, ArmInterval, Coverage, Loss, Series, Watermark, traffic_classes
 from nerops.telemetry.sql import Query, arm_series_sql
@@ -83,10 +83,10 @@ def read_coverage(
     """The writers (store and sidecars) of ``endpoint`` (None: all) and the loss touching ``(start, end]``."""
     where, params = ("WHERE endpoint = ?", [endpoint]) if endpoint is not None else ("", [])
     writers_query = Query(
-        f"SELECT writer, endpoint, exported_to, started, closed, pid, host FROM watermarks {where}", params
+        f"SELECT writer, endpoint, exported_to, started, closed, pid, host, interval_s FROM watermarks {where}", params
     )
     writers = {
-        row[0]: Watermark(row[0], row[1], row[2], row[3], bool(row[4]), row[5], row[6])
+        row[0]: Watermark(row[0], row[1], row[2], row[3], bool(row[4]), row[5], row[6], row[7])
         for row in store._read(writers_query.sql, writers_query.params)
     }
     loss_query = Query(
@@ -95,12 +95,21 @@ def read_coverage(
         [float(start), float(end), *params],
     )
     losses = [Loss(*row) for row in store._read(loss_query.sql, loss_query.params)]
+    last_seen = {writer: mark.exported_to for writer, mark in writers.items()}
     for mark, pending in read_sidecars(store.path):
         if endpoint is None or mark.endpoint == endpoint:
             stored = writers.get(mark.writer)
             exported = mark.exported_to if stored is None else min(stored.exported_to, mark.exported_to)
             writers[mark.writer] = replace(mark, exported_to=exported, closed=False)
             losses += [loss for loss in pending if loss.touches(start, end)]
+            last_seen[mark.writer] = max([mark.exported_to, *(loss.end for loss in pending)])
+    for writer, mark in list(writers.items()):  # a writer that died holds nothing back, but its last interval is lost
+        if not mark.closed and mark.interval_s > 0 and not writer_alive(mark):
+            lost = Loss(
+                "writer_lost", 1, mark.exported_to, last_seen[writer] + mark.interval_s, "", writer, mark.endpoint
+            )
+            writers[writer] = replace(mark, closed=True)
+            losses += [lost] if lost.touches(start, end) else []
     return sorted(writers.values(), key=lambda w: w.writer), losses, [writers_query, loss_query]
 
 

@@ -4,7 +4,8 @@
 exports. While the store refuses writes, the exporter keeps the counts and its last watermark in a
 small sidecar file beside the store (``telemetry.db.loss/<writer>.json``), so that readers see the
 writer and its loss even then, and a later writer can store what a dead one left
-(:func:`recover_writers`).
+(:func:`recover_writers`). A writer of this host whose process is gone no longer holds reads
+back even before that: readers see its last interval as ``writer_lost`` (:func:`writer_alive`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import json
 import os
 import socket
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -78,11 +80,12 @@ def read_sidecars(store_path: Path) -> list[tuple[Watermark, list[Loss]]]:
     return found
 
 
-def _alive(pid: int | None) -> bool:
-    if pid is None:
-        return True  # not ours to judge
+def writer_alive(mark: Watermark) -> bool:
+    """False only for a writer of this host whose process is gone (others: not ours to judge)."""
+    if mark.pid is None or mark.host != HOST:
+        return True
     try:
-        os.kill(pid, 0)
+        os.kill(mark.pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
@@ -98,20 +101,23 @@ def recover_writers(store: TelemetryStore, endpoint: str, now: float) -> int:
     Returns how many writers were recovered.
     """
     rows = store._read(
-        "SELECT writer, endpoint, exported_to, started, pid, host FROM watermarks "
+        "SELECT writer, endpoint, exported_to, started, pid, host, interval_s FROM watermarks "
         "WHERE endpoint = ? AND closed = 0 AND host = ?",
         (endpoint, HOST),
     )
-    dead = {row[0]: Watermark(row[0], row[1], row[2], row[3], False, row[4], row[5]) for row in rows}
+    dead = {row[0]: Watermark(row[0], row[1], row[2], row[3], False, row[4], row[5], row[6]) for row in rows}
     sidecars = {mark.writer: (mark, pending) for mark, pending in read_sidecars(store.path)}
     for writer, (mark, _) in sidecars.items():
         if mark.endpoint == endpoint and mark.host == HOST and writer not in dead:
             dead[writer] = mark
-    dead = {writer: mark for writer, mark in dead.items() if not _alive(mark.pid)}
+    dead = {writer: mark for writer, mark in dead.items() if not writer_alive(mark)}
     for writer, mark in dead.items():
         pending = sidecars.get(writer, (mark, []))[1]
-        lost = Loss("writer_lost", 1, mark.exported_to, now, "", writer, endpoint)
-        closed = Watermark(writer, endpoint, mark.exported_to, mark.started, True, mark.pid, mark.host)
+        # it died at most one export interval after it was last heard of (unknown interval: until now)
+        seen = max([mark.exported_to, *(loss.end for loss in pending)])
+        lost = Loss("writer_lost", 1, mark.exported_to, seen + mark.interval_s if mark.interval_s else now, "",
+                    writer, endpoint)  # fmt: skip
+        closed = replace(mark, closed=True)
         store.write([], watermark=closed, loss=[*pending, lost])
         remove_sidecar(store.path, writer)
     return len(dead)

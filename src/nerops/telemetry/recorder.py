@@ -272,7 +272,7 @@ def local_telemetry(
     store = TelemetryStore(store_path, retention_days=retention_days)
     loss = LossCounter()
     reader = PeriodicExportingMetricReader(
-        LocalStoreExporter(store, endpoint=endpoint, loss=loss),
+        LocalStoreExporter(store, endpoint=endpoint, loss=loss, export_interval_s=export_interval_s),
         export_interval_millis=export_interval_s * 1000.0,
         export_timeout_millis=max(30_000.0, export_interval_s * 1000.0),
     )

@@ -30,7 +30,8 @@ _EVIDENCE = (
     "PRIMARY KEY (kind, metric)) WITHOUT ROWID",
     # one row per writer (an exporting process): everything it recorded up to exported_to is stored
     "CREATE TABLE IF NOT EXISTS watermarks (writer TEXT PRIMARY KEY, endpoint TEXT NOT NULL, started REAL NOT NULL, "
-    "exported_to REAL NOT NULL, closed INTEGER NOT NULL DEFAULT 0, pid INTEGER, host TEXT NOT NULL DEFAULT '')",
+    "exported_to REAL NOT NULL, closed INTEGER NOT NULL DEFAULT 0, pid INTEGER, host TEXT NOT NULL DEFAULT '', "
+    "interval_s REAL NOT NULL DEFAULT 0)",
     # what a writer could not store: kind, signal ('system', 'model', or '' for both), how many, over (start, end]
     "CREATE TABLE IF NOT EXISTS telemetry_loss (writer TEXT NOT NULL, endpoint TEXT NOT NULL, kind TEXT NOT NULL, "
     "signal TEXT NOT NULL DEFAULT '', count REAL NOT NULL, start REAL NOT NULL, end REAL NOT NULL)",

@@ -80,6 +80,7 @@ class Watermark:
     closed: bool = False
     pid: int | None = None
     host: str = ""
+    interval_s: float = 0.0  # how often it exports (0: unknown)
 
 
 @dataclass(frozen=True)

@@ -272,7 +272,16 @@ def _split_late(conn: sqlite3.Connection, points: list[Point], mark: Watermark) 
 
 def _upsert_watermark(conn: sqlite3.Connection, mark: Watermark) -> None:
     conn.execute(
-        "INSERT INTO watermarks VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (writer) DO UPDATE SET "
+        "INSERT INTO watermarks VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (writer) DO UPDATE SET "
         "exported_to = MAX(exported_to, excluded.exported_to), closed = MAX(closed, excluded.closed)",
-        (mark.writer, mark.endpoint, mark.started, mark.exported_to, int(mark.closed), mark.pid, mark.host),
+        (
+            mark.writer,
+            mark.endpoint,
+            mark.started,
+            mark.exported_to,
+            int(mark.closed),
+            mark.pid,
+            mark.host,
+            mark.interval_s,
+        ),  # fmt: skip
     )
