@@ -156,10 +156,8 @@ class ArmInterval:
 
     def agreement(self, label: str) -> tuple[float, float, float]:
         """Entities of ``label``: (in both answers, only the candidate's, only the reference's)."""
-        return tuple(
-            self.total(name, label)
-            for name in (m.AGREEMENT_MATCHED, m.AGREEMENT_CANDIDATE_ONLY, m.AGREEMENT_REFERENCE_ONLY)
-        )  # type: ignore[return-value]
+        matched = self.total(m.AGREEMENT_MATCHED, label)
+        return matched, self.total(m.AGREEMENT_CANDIDATE_ONLY, label), self.total(m.AGREEMENT_REFERENCE_ONLY, label)
 
     @property
     def mirror_dropped(self) -> float:

@@ -7,7 +7,7 @@ what comes back from :mod:`nerops.telemetry.buckets`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import NamedTuple
 
@@ -25,10 +25,9 @@ class SeriesPoint(NamedTuple):
 
 
 class StoreReads:
-    """Read methods over ``self._read(sql, params)`` (provided by the store)."""
+    """Read methods over ``self._read(sql, params)``, which the store class defines."""
 
-    def _read(self, sql: str, params: Sequence[object]) -> list[tuple]:
-        raise NotImplementedError
+    _read: Callable[[str, Sequence[object]], list[tuple]]
 
     def group_query(
         self,
