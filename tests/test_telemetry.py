@@ -402,3 +402,32 @@ def test_quantile_edges():
     assert quantile(merged.buckets, 0.75) == pytest.approx(25.0)
     with pytest.raises(ValueError):
         quantile(merged.buckets, 95)
+
+
+def test_a_version_1_store_is_upgraded_in_place(tmp_path: Path):
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as db:  # the version-1 layout: mirrored 0/1, no watermarks
+        for table in ("system_points", "model_points"):
+            db.execute(
+                f"CREATE TABLE {table} (time REAL NOT NULL, interval_s REAL NOT NULL DEFAULT 0, metric TEXT NOT NULL, "
+                "endpoint TEXT NOT NULL, deployment TEXT NOT NULL, model_version TEXT NOT NULL, "
+                "mirrored INTEGER NOT NULL DEFAULT 0, label TEXT NOT NULL DEFAULT '', item_count REAL NOT NULL, "
+                "sum REAL NOT NULL, min REAL, max REAL, buckets TEXT)"
+            )
+        db.execute(
+            "CREATE TABLE metrics_catalog (kind TEXT NOT NULL, metric TEXT NOT NULL, PRIMARY KEY (kind, metric))"
+        )
+        db.executemany(
+            "INSERT INTO system_points VALUES (?, 0, 'request_count', 'ep', 'green', '2', ?, '', ?, ?, NULL, NULL, "
+            "NULL)",
+            [(100.0, 0, 5, 5), (100.0, 1, 3, 3)],
+        )
+        db.execute("INSERT INTO metrics_catalog VALUES ('system', 'request_count')")
+        db.execute("PRAGMA user_version = 1")
+    with pytest.raises(TelemetryStoreError, match="old one opened read-only"):
+        TelemetryStore(path, readonly=True)
+    with TelemetryStore(path) as store:  # a writer upgrades it
+        assert store.aggregate("system", "request_count", 0, FAR).sum == 5  # live only by default
+        assert store.aggregate("system", "request_count", 0, FAR, traffic=["mirror"]).sum == 3
+        store.write([Point.counter(200.0, "request_count", 1, deployment="green")])
+        assert store.aggregate("system", "request_count", 0, FAR).sum == 6
