@@ -1,8 +1,11 @@
 """Alert evaluation cost against the size of the telemetry history: ``python -m bench.alert_queries [sizes]``.
 
 Fills stores (in a temporary folder) with 10^5, 10^6 and 10^7 points: two live deployments at any time
-(a new one every two days, as rollouts would), one export every 10 s, ~17 rows per deployment per
-export (latency, requests, errors; entities, documents, empty predictions, input length, 12 labels).
+(a new one every two days, as rollouts would), one export every 10 s, ~30 rows per deployment per
+export (latency with its sum of squares and edge counters, requests, errors; entities, documents,
+empty predictions, input length, 12 labels, each histogram with its sum of squares). A closed
+writer's watermark at the end marks the history complete; the rules against a reference deployment
+compare the older live deployment with the newer one.
 The newest hours are the same at every size; only the length of the history grows (8 hours, 3 days,
 33 days). Then times ``evaluate(every rule in alerts/rules.yaml, now)`` in interleaved rounds (one
 evaluation per store per round, so a busy machine slows every size alike) and prints the medians and
@@ -37,13 +40,18 @@ from nerops.telemetry.metrics import (
     ENTITIES_PER_LABEL,
     INFERENCE_LATENCY_MS,
     INPUT_LENGTH_CHARS,
+    LATENCY_EDGES_MS,
+    METRICS,
     MODEL,
     REQUEST_COUNT,
     SERVER_ERROR_COUNT,
     SYSTEM,
     TABLES,
+    latency_over,
 )
-from nerops.telemetry.store import Point, TelemetryStore
+from nerops.telemetry.points import Point
+from nerops.telemetry.source import Watermark
+from nerops.telemetry.store import TelemetryStore
 
 RESULTS = Path(__file__).parent / "results" / "alert_queries.json"
 SIZES = (10**5, 10**6, 10**7)
@@ -54,6 +62,7 @@ ROTATION_S = 2 * 86400.0
 VARIANTS = 16
 BATCH_ROWS = 250_000
 RUNS = 15
+REFERENCE = "dep-0100"  # the older of the two live deployments at NOW: the reference rules' stable
 
 
 def _templates(deployment: str, version: str, seed: int) -> list[tuple[list[tuple], list[tuple]]]:
@@ -65,26 +74,31 @@ def _templates(deployment: str, version: str, seed: int) -> list[tuple[list[tupl
         identity = {"endpoint": "resume-ner", "deployment": deployment, "model_version": version, "interval_s": 10.0}
         latencies = [rng.lognormvariate(3.8, 0.4) for _ in range(requests)]
         system = [
-            Point.histogram(0.0, INFERENCE_LATENCY_MS, latencies, **identity),
+            *Point.measured(0.0, INFERENCE_LATENCY_MS, latencies, **identity),
             Point.counter(0.0, REQUEST_COUNT, requests, **identity),
         ]
+        for edge in LATENCY_EDGES_MS:
+            slow = sum(latency > edge for latency in latencies)
+            if slow:
+                system.append(Point.counter(0.0, latency_over(edge), slow, **identity))
         if variant % 4 == 0:
             system.append(Point.counter(0.0, CLIENT_ERROR_COUNT, 1, **identity))
         if variant % 8 == 1:
             system.append(Point.counter(0.0, SERVER_ERROR_COUNT, 1, **identity))
         entities = [rng.randint(0, 40) if rng.random() > 0.03 else 0 for _ in range(requests)]
         model = [
-            Point.histogram(0.0, ENTITIES_DETECTED_COUNT, entities, **identity),
+            *Point.measured(0.0, ENTITIES_DETECTED_COUNT, entities, **identity),
             Point.counter(0.0, DOCUMENT_COUNT, requests, **identity),
-            Point.histogram(0.0, INPUT_LENGTH_CHARS, [rng.randint(800, 9000) for _ in range(requests)], **identity),
+            *Point.measured(0.0, INPUT_LENGTH_CHARS, [rng.randint(800, 9000) for _ in range(requests)], **identity),
         ]
         if 0 in entities:
             model.append(Point.counter(0.0, EMPTY_PREDICTION_COUNT, entities.count(0), **identity))
         for label in LABELS:
             if rng.random() < 0.97:
-                model.append(
-                    Point.counter(0.0, ENTITIES_PER_LABEL, rng.randint(1, 3 * requests), label=label, **identity)
-                )
+                count = rng.randint(1, 3 * requests)
+                model.append(Point.counter(0.0, ENTITIES_PER_LABEL, count, label=label, **identity))
+                squares = count * count // requests + count  # about the sum of per-document squares
+                model.append(Point.counter(0.0, ENTITIES_PER_LABEL + "_sumsq", squares, label=label, **identity))
         variants.append(([p.row()[2:] for p in system], [p.row()[2:] for p in model]))
     return variants
 
@@ -131,18 +145,7 @@ class _Generator:
         return written
 
 
-_CATALOG = [
-    (SYSTEM, name) for name in (INFERENCE_LATENCY_MS, REQUEST_COUNT, CLIENT_ERROR_COUNT, SERVER_ERROR_COUNT)
-] + [
-    (MODEL, name)
-    for name in (
-        ENTITIES_DETECTED_COUNT,
-        DOCUMENT_COUNT,
-        INPUT_LENGTH_CHARS,
-        EMPTY_PREDICTION_COUNT,
-        ENTITIES_PER_LABEL,
-    )
-]
+_CATALOG = [(spec.kind, name) for name, spec in METRICS.items()]
 
 
 def fill(size: int, workdir: Path, console: Console) -> tuple[TelemetryStore, dict[str, object]]:
@@ -151,6 +154,7 @@ def fill(size: int, workdir: Path, console: Console) -> tuple[TelemetryStore, di
     store = TelemetryStore(path, retention_days=None)
     started = time.perf_counter()
     written = _Generator().fill(store, size, console)
+    store.write([], watermark=Watermark("bench", "resume-ner", NOW, NOW - 40 * 86400, closed=True))
     fill_s = time.perf_counter() - started
     span = store.time_range()
     size_mb = sum(f.stat().st_size for f in workdir.glob(f"{path.name}*")) / 1e6
@@ -171,7 +175,7 @@ def time_evaluations(stores: dict[int, TelemetryStore], rules, console: Console)
     for _ in range(RUNS):
         for size, store in stores.items():
             started = time.perf_counter()
-            results[size] = evaluate(rules, store, now=NOW)
+            results[size] = evaluate(rules, store, now=NOW, reference=REFERENCE)
             timings[size].append((time.perf_counter() - started) * 1000.0)
     return {
         size: {

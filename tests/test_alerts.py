@@ -13,16 +13,18 @@ from nerops.telemetry.alerts import (
     Measured,
     Rule,
     RulesError,
+    assess,
     default_rules_path,
     evaluate,
     format_duration,
     format_results,
-    judge,
     load_rules,
     parse_duration,
     parse_rules,
+    standalone,
 )
 from nerops.telemetry.kql import KqlError, scheduled_query_rule, to_kql
+from nerops.telemetry.source import Watermark
 
 NOW = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC
 MIN = 60.0
@@ -43,11 +45,12 @@ def traffic(
     entities: int = 8,
     labels: dict[str, int] | None = None,
     empty: int = 0,
-    mirrored: bool = False,
+    traffic_class: str = "live",
 ) -> None:
     """One export per ``every`` seconds in ``(start, end]``: requests, latency, errors and per-document signals."""
     labels = LABELS if labels is None else labels
-    identity = {"endpoint": "resume-ner", "deployment": deployment, "model_version": "7", "mirrored": mirrored}
+    identity = {"endpoint": "resume-ner", "deployment": deployment, "model_version": "7"}
+    identity["traffic_class"] = traffic_class
     points = []
     t = start + every
     while t <= end + 1e-6:
@@ -72,9 +75,15 @@ def traffic(
     store.write(points)
 
 
+def complete_until(store: TelemetryStore, end: float) -> None:
+    """A writer's watermark at ``end``: everything before it is in the store (the tests write it directly)."""
+    store.write([], watermark=Watermark("test-writer", "resume-ner", end, started=0.0))
+
+
 @pytest.fixture
 def store(tmp_path: Path):
     with TelemetryStore(tmp_path / "telemetry.db", retention_days=None) as store:
+        complete_until(store, NOW)
         yield store
 
 
@@ -141,8 +150,8 @@ def m(value, samples=100):
         ("no steps", [], m(10), DROP, "no_data", None),
     ],
 )
-def test_judge(case, steps, baseline, the_rule, state, threshold):
-    judgement = judge(steps, baseline, the_rule)
+def test_assess(case, steps, baseline, the_rule, state, threshold):
+    judgement = assess(steps, baseline, the_rule)
     assert judgement.state == state, (case, judgement.reason)
     assert judgement.threshold == threshold
     if threshold is None:  # nothing to compare with: every step unknown
@@ -167,11 +176,12 @@ def test_durations(text, seconds):
 def test_steady_traffic_is_ok_everywhere(store, rules):
     for deployment in ("blue", "green"):
         traffic(store, deployment, NOW - 3 * HOUR, NOW)
-    results = evaluate(rules.values(), store, now=NOW)
+    results = evaluate(rules.values(), store, now=NOW, reference="blue")
     assert {r.state for r in results} == {"ok"}
     assert {r.deployment for r in results} == {"blue", "green"}
     per_label = [r for r in results if r.rule == "entities-drop-per-label"]
     assert sorted(r.label for r in per_label) == sorted(list(LABELS) * 2)
+    assert len({r.rule for r in results}) == len(rules)  # every rule, the reference ones included
 
 
 def test_latency_more_than_doubled_for_the_whole_duration_fires_with_its_evidence(store, rules):
@@ -187,14 +197,17 @@ def test_latency_more_than_doubled_for_the_whole_duration_fires_with_its_evidenc
     assert fired.threshold == pytest.approx(100.0)
     assert fired.samples == 5 * 30 and fired.min_samples == 20
     assert (fired.window_start, fired.window_end) == (NOW - 10 * MIN, NOW)
-    assert (fired.baseline_start, fired.baseline_end, fired.baseline_samples) == (NOW - 2 * HOUR, NOW - HOUR, 1800)
+    # the baseline is the endpoint's hour before (blue and green together), not blue's own
+    assert (fired.baseline_start, fired.baseline_end, fired.baseline_samples) == (NOW - 2 * HOUR, NOW - HOUR, 3600)
+    assert fired.baseline_deployment == "(endpoint)"
     assert [(s.start, s.end, s.held) for s in fired.steps] == [
         (NOW - 10 * MIN, NOW - 5 * MIN, True),
         (NOW - 5 * MIN, NOW, True),
     ]
     assert fired.for_s == 600 and "2 step(s) of 5m" in fired.for_check and "held 2" in fired.for_check
-    assert "FROM system_points" in fired.query and "metric = 'inference_latency_ms'" in fired.query
-    assert f"time > {NOW - 5 * MIN!r} AND time <= {NOW!r}" in fired.query  # parameters shown in place
+    assert "FROM system_points" in fired.query and "p.metric IN ('inference_latency_ms'" in fired.query
+    assert f"p.time > {NOW - 10 * MIN!r} AND p.time <= {NOW!r}" in fired.query  # parameters shown in place
+    assert "FROM watermarks" in fired.query and "FROM telemetry_loss" in fired.query  # completeness, as evidence
     assert "125" in fired.message and "100" in fired.message and "50" in fired.message
     assert fired.to_dict()["steps"][0]["held"] is True
 
@@ -280,14 +293,57 @@ def test_reference_baseline_compares_a_canary_with_the_stable_deployment(store):
     assert error.state == "error" and "reference" in error.message
 
 
-def test_live_traffic_only_rules_ignore_shadow_copies(store):
-    live_only = rule(traffic="live", condition={"op": ">", "threshold": 100})
-    traffic(store, "green", NOW - 10 * MIN, NOW, latency_ms=500.0, mirrored=True)
+REFERENCE_RULES = ("latency-vs-reference", "error-rate-vs-reference", "entities-vs-reference",
+                   "entities-per-label-vs-reference", "empty-rate-vs-reference")  # fmt: skip
+
+
+@pytest.mark.parametrize(("latency", "fires"), [(100.0, True), (50.0, False)])
+def test_reference_rules_judge_a_candidate_from_its_first_minutes(store, rules, latency, fires):
+    """A candidate only 5 minutes old, against the stable deployment in the same window."""
+    traffic(store, "stable", NOW - 3 * HOUR, NOW, latency_ms=50.0)
+    traffic(store, "candidate", NOW - 10 * MIN, NOW, latency_ms=latency)  # doubled, or identical
+    chosen = [rules[name] for name in REFERENCE_RULES]
+    results = by_key(evaluate(chosen, store, now=NOW, reference="stable"))
+    latency_rule = results[("latency-vs-reference", "candidate", "")]
+    assert latency_rule.state == ("firing" if fires else "ok"), latency_rule.message
+    assert latency_rule.baseline == pytest.approx(50.0) and latency_rule.baseline_deployment == "stable"
+    assert (latency_rule.baseline_start, latency_rule.baseline_end) == (NOW - 5 * MIN, NOW)  # the same window
+    others = {key: r.state for key, r in results.items() if key[0] != "latency-vs-reference"}
+    assert set(others.values()) == {"ok"}, others  # same errors, entities, labels and empty rate as stable
+    # the self-comparing rule has nothing to say yet: the candidate has no hour before ... but the endpoint has
+    [endpoint_baseline] = evaluate([rules["latency-increase"]], store, now=NOW, deployments=["candidate"])
+    assert endpoint_baseline.state == "ok" and endpoint_baseline.baseline == pytest.approx(50.0)
+
+
+def test_reference_rules_catch_errors_entities_labels_and_empty_answers(store, rules):
+    traffic(store, "stable", NOW - HOUR, NOW, server_errors=0, entities=8)
+    traffic(store, "candidate", NOW - HOUR, NOW, server_errors=3, entities=4, labels={"Name": 1, "Skills": 2}, empty=9)
+    results = by_key(evaluate([rules[name] for name in REFERENCE_RULES], store, now=NOW, reference="stable"))
+    assert results[("error-rate-vs-reference", "candidate", "")].state == "firing"  # 10 % > 2 x 0 % + 2
+    assert results[("entities-vs-reference", "candidate", "")].state == "firing"
+    assert results[("entities-per-label-vs-reference", "candidate", "Email Address")].state == "firing"  # vanished
+    assert results[("entities-per-label-vs-reference", "candidate", "Name")].state == "ok"
+    assert results[("empty-rate-vs-reference", "candidate", "")].state == "firing"  # 30 % > 2 x 0 % + 5
+    assert {r.state for (_, dep, _), r in results.items() if dep == "stable"} == {"ok"}
+
+
+def test_rules_read_live_traffic_by_default_and_other_classes_when_they_say_so(store):
+    traffic(store, "green", NOW - 10 * MIN, NOW, latency_ms=500.0, traffic_class="mirror")
     traffic(store, "green", NOW - 10 * MIN, NOW, latency_ms=20.0)
-    [live] = evaluate([live_only], store, now=NOW)
-    [everything] = evaluate([rule(condition={"op": ">", "threshold": 100})], store, now=NOW)
-    assert (live.state, live.value) == ("ok", pytest.approx(20.0))
-    assert (everything.state, everything.value) == ("firing", pytest.approx(260.0))
+    traffic(store, "green", NOW - 10 * MIN, NOW, latency_ms=80.0, traffic_class="probe")
+    traffic(store, "green", NOW - 10 * MIN, NOW, latency_ms=1000.0, traffic_class="smoke")
+    over_100 = {"op": ">", "threshold": 100}
+    [live] = evaluate([rule(condition=over_100)], store, now=NOW)
+    [mirror] = evaluate([rule(traffic="mirror", condition=over_100)], store, now=NOW)
+    [probe_and_live] = evaluate([rule(traffic=["live", "probe"], condition=over_100)], store, now=NOW)
+    [everything] = evaluate([rule(traffic="all", condition=over_100)], store, now=NOW)
+    assert (live.state, live.value, live.traffic) == ("ok", pytest.approx(20.0), ("live",))
+    assert (mirror.state, mirror.value) == ("firing", pytest.approx(500.0))
+    assert (probe_and_live.state, probe_and_live.value) == ("ok", pytest.approx(50.0))
+    assert (everything.state, everything.value) == ("firing", pytest.approx(400.0))
+    assert "traffic_class IN ('live', 'probe')" in probe_and_live.query
+    with pytest.raises(ValueError, match="traffic"):
+        rule(traffic="shadow")
 
 
 def test_p95_rules_use_the_buckets(store):
@@ -309,14 +365,17 @@ def test_named_deployments_without_data_are_reported_as_no_data(store, rules):
 
 
 class FailingStore(TelemetryStore):
-    def group(self, kind, metric, *args, **kwargs):
-        if metric == "inference_latency_ms":
+    """A store whose latency reads fail as a corrupt file's would (the other reads work)."""
+
+    def series(self, endpoint, arms, metrics, *args, **kwargs):
+        if "inference_latency_ms" in metrics:
             raise TelemetryStoreError("telemetry store x.db: database disk image is malformed")
-        return super().group(kind, metric, *args, **kwargs)
+        return super().series(endpoint, arms, metrics, *args, **kwargs)
 
 
 def test_a_store_error_is_an_error_result_and_the_other_rules_still_run(tmp_path, rules):
     with FailingStore(tmp_path / "telemetry.db") as failing:
+        complete_until(failing, NOW)
         traffic(failing, "blue", NOW - 3 * HOUR, NOW)
         results = evaluate(rules.values(), failing, now=NOW)
     states = {(r.rule, r.state) for r in results}
@@ -329,7 +388,7 @@ def test_a_store_error_is_an_error_result_and_the_other_rules_still_run(tmp_path
 def test_the_table_shows_every_rule_and_deployment(store, rules):
     traffic(store, "blue", NOW - 3 * HOUR, NOW - 10 * MIN)
     traffic(store, "blue", NOW - 10 * MIN, NOW, latency_ms=125.0)
-    results = evaluate(rules.values(), store, now=NOW)
+    results = evaluate(standalone(rules.values()), store, now=NOW)
     table = format_results(results)
     lines = table.splitlines()
     assert lines[0].startswith("alert rules at 2023-11-14 22:13:20 UTC:") and "1 firing" in lines[0]
@@ -339,7 +398,8 @@ def test_the_table_shows_every_rule_and_deployment(store, rules):
     assert latency.split()[:5] == ["latency-increase", "blue", "-", "firing", "125"]
     assert "> 100 (2 x baseline 50)" in latency and "150/20" in latency and "(22:03:20, 22:13:20]" in latency
     verbose = format_results(results, verbose=True)
-    assert "SELECT" in verbose and "baseline: blue over (20:13:20, 21:13:20]" in verbose
+    assert "SELECT" in verbose and "baseline: (endpoint) over (20:13:20, 21:13:20]" in verbose
+    assert "traffic classes read: live" in verbose
     assert format_results([]).startswith("no alert results")
 
 
@@ -349,8 +409,22 @@ def test_the_table_shows_every_rule_and_deployment(store, rules):
 def test_the_rules_file_loads():
     rules = load_rules(default_rules_path())
     names = [r.name for r in rules]
-    assert names == ["latency-increase", "error-rate", "entities-drop", "entities-drop-per-label", "empty-predictions"]
-    assert {r.signal for r in rules[:2]} == {"system"} and {r.signal for r in rules[2:]} == {"model"}
+    assert names[:5] == [
+        "latency-increase",
+        "error-rate",
+        "entities-drop",
+        "entities-drop-per-label",
+        "empty-predictions",
+    ]
+    assert {r.signal for r in rules[:2]} == {"system"} and {r.signal for r in rules[2:5]} == {"model"}
+    reference = [r.name for r in rules if r.needs_reference]
+    assert reference == [
+        "latency-vs-reference", "error-rate-vs-reference", "entities-vs-reference", "entities-per-label-vs-reference",
+        "empty-rate-vs-reference",
+    ]  # fmt: skip
+    assert [r.name for r in standalone(rules)] == [name for name in names if name not in reference]
+    self_comparing = [r for r in rules if r.condition.baseline is not None and not r.needs_reference]
+    assert {r.condition.baseline.deployment for r in self_comparing} == {"endpoint"}  # a rollout does not blind them
 
 
 GOOD = """
@@ -459,9 +533,27 @@ def test_kql_for_relative_rules_compares_with_the_baseline_in_percent(rules):
         to_kql(rule(aggregation="p95"))
 
 
+def test_kql_for_reference_endpoint_and_edge_rules(rules):
+    errors = to_kql(rules["error-rate-vs-reference"], reference="stable")
+    assert 'let reference_ = "stable";' in errors and "deployment == reference_" in errors
+    assert "value > 2 * baseline + 2" in errors  # the margin, not a percentage of a baseline that may be 0
+    latency = to_kql(rules["latency-increase"])
+    assert 'extend deployment = "*"' in latency and "on k_" in latency  # the whole endpoint's hour before
+    assert 'where traffic_class in ("live")' in latency
+    slow = to_kql(rules["slow-requests"])
+    assert 'sumif(Sum, Name == "latency_over_2500ms")' in slow
+    probes = to_kql(rule(traffic=["probe", "smoke"], condition={"op": ">", "threshold": 100}))
+    assert 'where traffic_class in ("probe", "smoke")' in probes
+
+
 def test_every_rule_compiles_to_a_scheduled_query_rule(rules):
     for the_rule in rules.values():
-        properties = scheduled_query_rule(the_rule)
+        if the_rule.local_only:
+            with pytest.raises(KqlError, match=f"rule '{the_rule.local_only}' stands in for it"):
+                to_kql(the_rule)
+            assert not rules[the_rule.local_only].local_only
+            continue
+        properties = scheduled_query_rule(the_rule, reference="blue")
         criteria = properties["criteria"]["allOf"][0]
         assert isinstance(criteria["threshold"], int) and criteria["operator"] == "GreaterThan"
         assert properties["evaluationFrequency"] == {300: "PT5M", 600: "PT10M"}[the_rule.window]

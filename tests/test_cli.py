@@ -133,13 +133,17 @@ def test_alerts_and_dashboard_commands_on_synthetic_telemetry(runner: CliRunner,
 
     from nerops.settings import get_settings
     from nerops.telemetry import Point, TelemetryStore
+    from nerops.telemetry.source import Watermark
 
     now = time.time()
     with TelemetryStore(get_settings().state / "telemetry" / "telemetry.db") as store:
         store.write(
-            Point.counter(now - 60 * k, metric, value, endpoint="resume-ner", deployment="blue", model_version="1")
-            for k in range(1, 15)
-            for metric, value in (("request_count", 30), ("server_error_count", 6))
+            (
+                Point.counter(now - 60 * k, metric, value, endpoint="resume-ner", deployment="blue", model_version="1")
+                for k in range(1, 15)
+                for metric, value in (("request_count", 30), ("server_error_count", 6))
+            ),
+            watermark=Watermark("test-writer", "resume-ner", now, now - 3600, closed=True),  # a writer that stopped
         )
     result = runner.invoke(main, ["alerts"])
     assert result.exit_code == 0, result.output

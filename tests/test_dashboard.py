@@ -79,6 +79,20 @@ def test_ledger_marks_are_on_the_page(dashboard_inputs):
     assert page.count("<svg") == 5
     assert "traffic blue 70 / green 30" in page and "System metrics" in page and "Model signals" in page
     assert "<script" not in page  # self-contained, nothing to fetch or run
+    assert "Shadow agreement" not in page  # nothing was compared
+
+
+def test_shadow_agreement_is_drawn_when_answers_were_compared(dashboard_inputs):
+    store, ledger = dashboard_inputs
+    common = {"endpoint": "ep", "deployment": "green", "model_version": "2", "traffic_class": "mirror"}
+    store.write(
+        [Point.counter(T0 + 60 * k, "agreement_documents", 10, **common) for k in range(1, 11)]
+        + [Point.counter(T0 + 60 * k, "agreement_exact_documents", 4 if k > 5 else 9, **common) for k in range(1, 11)]
+    )
+    data = collect(store, T0, T0 + 1800, 60)
+    assert [round(v) for _, v in data["exact_agreement"]["green"]] == [90] * 5 + [40] * 5
+    page = render(store, ledger.entries(), endpoint="ep", start=T0, end=time.time() + 5)
+    assert page.count("<svg") == 6 and "Shadow agreement" in page
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")

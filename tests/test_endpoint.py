@@ -218,11 +218,106 @@ def test_bad_input_gets_4xx_json_counted_as_client_errors(endpoint: LocalEndpoin
     assert endpoint.client().score("Ann Lee  ann@example.com", deployment="blue").status_code == 200
     time.sleep(1.5)  # one export interval
     st = store(state)
-    try:
-        agg = st.aggregate("system", "client_error_count", since, time.time() + 60, deployment="blue")
+    try:  # pinned without a traffic class header: smoke requests, not live traffic
+        agg = st.aggregate(
+            "system", "client_error_count", since, time.time() + 60, deployment="blue", traffic=["smoke"]
+        )
     finally:
         st.close()
     assert agg.sum == len(BAD_INPUTS)
+
+
+def test_each_request_is_recorded_with_its_traffic_class(endpoint: LocalEndpoint, state: Path):
+    since = time.time() - 1
+    key = {"Authorization": f"Bearer {endpoint.key}"}
+    sent = {"smoke": 2, "probe": 3, "live": 1}
+    for traffic_class, n in sent.items():
+        headers = {**key, "azureml-model-deployment": "blue"}
+        if traffic_class != "smoke":
+            headers["x-nerops-traffic-class"] = traffic_class  # e.g. a prober, or a client pinned on purpose
+        for _ in range(n):
+            assert httpx.post(f"{endpoint.url}/score", json={"text": "Ann Lee"}, headers=headers).status_code == 200
+    bad = httpx.post(f"{endpoint.url}/score", json={"text": "Ann"}, headers={**key, "x-nerops-traffic-class": "mirror"})
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "bad_traffic_class"
+    time.sleep(1.5)  # one export interval
+    st = store(state)
+    try:
+        counted = {
+            name: st.aggregate(
+                "system", "request_count", since, time.time() + 60, deployment="blue", traffic=[name]
+            ).sum
+            for name in sent
+        }
+        documents = st.aggregate(
+            "model", "document_count", since, time.time() + 60, deployment="blue", traffic=["probe"]
+        )
+    finally:
+        st.close()
+    assert counted == sent
+    assert documents.sum == 3  # model signals carry the class too
+
+
+def test_mirror_copies_are_compared_with_the_live_answer_counts_only(endpoint: LocalEndpoint, state: Path):
+    """Blue answers every request; half are mirrored to green: agreement per label, drops counted, no text."""
+    client = endpoint.client()
+    since = time.time() - 1
+    client.set_traffic({"blue": 100}, mirror={"green": 50})
+    try:
+        report = run_traffic(endpoint.url, endpoint.key, texts(20), requests=20, concurrency=2, progress=False)
+        assert report.by_deployment == {"blue": 20}
+        time.sleep(2.0)  # the copies finish in the background; then one export interval
+    finally:
+        client.set_traffic({"blue": 70, "green": 30}, mirror={})
+    st = store(state)
+    try:
+        until = time.time() + 60
+
+        def total(kind: str, metric: str, **options) -> float:
+            return st.aggregate(kind, metric, since, until, deployment="green", traffic=["mirror"], **options).sum
+
+        copies, dropped = total("system", "request_count"), total("system", "mirror_dropped_count")
+        compared, exact = total("model", "agreement_documents"), total("model", "agreement_exact_documents")
+        labels = st.group("model", "agreement_matched", since, until, by=("label",), traffic=["mirror"])
+        live_green = st.aggregate("system", "request_count", since, until, deployment="green")
+        texts_in_store = [
+            row
+            for row in st._read("SELECT label FROM model_points WHERE metric LIKE 'agreement_%'", ())
+            if len(row[0]) > 40
+        ]
+    finally:
+        st.close()
+    assert copies == 10  # 50 % of 20, exactly (the mirror picker keeps exact shares)
+    assert compared + dropped == copies and compared > 0
+    assert 0 <= exact <= compared
+    assert labels and all(agg.sum >= 0 for agg in labels.values())
+    assert live_green.sum == 0  # mirror copies are not live traffic
+    assert texts_in_store == []  # labels only, never text
+
+
+def test_a_probe_pair_is_answered_by_the_pinned_deployment_and_compared(endpoint: LocalEndpoint, state: Path):
+    since = time.time() - 1
+    headers = {
+        "Authorization": f"Bearer {endpoint.key}", "azureml-model-deployment": "green",
+        "x-nerops-traffic-class": "probe", "x-nerops-probe-pair": "blue",
+    }  # fmt: skip
+    for text in texts(3):
+        response = httpx.post(f"{endpoint.url}/score", json={"text": text}, headers=headers)
+        assert response.status_code == 200 and response.headers["azureml-model-deployment"] == "green"
+    unpinned = {k: v for k, v in headers.items() if k != "azureml-model-deployment"}
+    assert httpx.post(f"{endpoint.url}/score", json={"text": "x"}, headers=unpinned).status_code == 400
+    time.sleep(1.5)  # one export interval
+    st = store(state)
+    try:
+        until = time.time() + 60
+        probes = {
+            name: st.aggregate("system", "request_count", since, until, deployment=name, traffic=["probe"]).sum
+            for name in ("blue", "green")
+        }
+        compared = st.aggregate("model", "agreement_documents", since, until, deployment="green", traffic=["probe"])
+    finally:
+        st.close()
+    assert probes == {"blue": 3, "green": 3}
+    assert compared.sum == 3
 
 
 def test_load_split_and_nothing_lost(endpoint: LocalEndpoint, state: Path):

@@ -25,7 +25,7 @@ from nerops.telemetry import (
     local_telemetry,
     quantile,
 )
-from nerops.telemetry.store import Aggregate, sparse_buckets
+from nerops.telemetry.buckets import Aggregate, sparse_buckets
 
 LABELS = ("Name", "Email Address", "Skills", "Companies worked at")
 FAR = 4_000_000_000.0  # an end time after any export of this test run
@@ -64,8 +64,9 @@ def recorded(tmp_path: Path):
         }  # fmt: skip
         for i in range(200):
             mirrored = deployment == "green" and i % 4 == 0
+            traffic_class = "mirror" if mirrored else "live"
             status, latency = _status(i), 5.0 + (i * 7.3) % 400
-            telemetry.record_request(RequestRecord("resume-ner", deployment, version, status, latency, mirrored))
+            telemetry.record_request(RequestRecord("resume-ner", deployment, version, status, latency, traffic_class))
             exp["requests"] += 1
             exp["mirrored"] += mirrored
             exp["client"] += 400 <= status < 500
@@ -74,7 +75,7 @@ def recorded(tmp_path: Path):
             if status == 200:
                 docs = _documents(i)
                 telemetry.record_documents(
-                    deployment=deployment, model_version=version, documents=docs, mirrored=mirrored
+                    deployment=deployment, model_version=version, documents=docs, traffic_class=traffic_class
                 )
                 exp["documents"] += len(docs)
                 exp["empty"] += sum(d.entities == 0 for d in docs)
@@ -95,7 +96,7 @@ def test_counts_in_the_store_equal_what_was_recorded(recorded):
     with TelemetryStore(path, readonly=True) as store:
 
         def per_deployment(kind, metric, **options):
-            return {key[0]: agg for key, agg in store.group(kind, metric, 0, FAR, mirrored=None, **options).items()}
+            return {key[0]: agg for key, agg in store.group(kind, metric, 0, FAR, traffic=None, **options).items()}
 
         requests = per_deployment("system", "request_count")
         client = per_deployment("system", "client_error_count")
@@ -123,13 +124,13 @@ def test_counts_in_the_store_equal_what_was_recorded(recorded):
                 key[1]: agg.sum
                 for key, agg in store.group(
                     "model", "entities_per_label", 0, FAR, by=("deployment", "label"), deployments=[deployment],
-                    mirrored=None,
+                    traffic=None,
                 ).items()
             }  # fmt: skip
             assert labels == {label: n for label, n in exp["per_label"].items() if n}
         # live and shadow traffic are told apart
-        live = store.aggregate("system", "request_count", 0, FAR, deployment="green", mirrored=False)
-        shadow = store.aggregate("system", "request_count", 0, FAR, deployment="green", mirrored=True)
+        live = store.aggregate("system", "request_count", 0, FAR, deployment="green")
+        shadow = store.aggregate("system", "request_count", 0, FAR, deployment="green", traffic=["mirror"])
         assert (live.sum, shadow.sum) == (200 - expected["green"]["mirrored"], expected["green"]["mirrored"])
         # unrouted requests are system metrics of deployment ""
         assert store.aggregate("system", "client_error_count", 0, FAR, deployment="").sum == 5
@@ -142,15 +143,16 @@ def test_system_metrics_and_model_signals_are_stored_apart_with_their_identity(r
     with sqlite3.connect(path) as db:
         system = {row[0] for row in db.execute("SELECT DISTINCT metric FROM system_points")}
         model = {row[0] for row in db.execute("SELECT DISTINCT metric FROM model_points")}
-        assert system == SYSTEM_METRICS
-        assert model == MODEL_METRICS
+        never_recorded = {"mirror_dropped_count", *(f"latency_over_{e}ms" for e in (500, 1000, 2500))}  # all < 410 ms
+        assert system == {name for name in SYSTEM_METRICS if name not in never_recorded}
+        assert model == {name for name in MODEL_METRICS if not name.startswith("agreement_")}  # no pair compared
         for table in ("system_points", "model_points"):
-            rows = db.execute(f"SELECT endpoint, deployment, model_version, mirrored, label, metric FROM {table}")
-            for endpoint, deployment, version, mirrored, label, metric in rows:
+            rows = db.execute(f"SELECT endpoint, deployment, model_version, traffic_class, label, metric FROM {table}")
+            for endpoint, deployment, version, traffic_class, label, metric in rows:
                 assert endpoint == "resume-ner"
                 assert (deployment, version) in {("blue", "3"), ("green", "4"), ("", "")}
-                assert mirrored in (0, 1)
-                assert bool(label) == (metric == "entities_per_label")
+                assert traffic_class in ("live", "mirror")
+                assert bool(label) == metric.startswith("entities_per_label")
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
@@ -197,10 +199,10 @@ def test_a_broken_record_never_raises(tmp_path: Path):
 def _reader(path: str, stop, out) -> None:
     store = TelemetryStore(path, readonly=True, busy_timeout_s=5)
     queries, errors = 0, []
-    while not stop.is_set():
+    while not stop.is_set() or not (queries or errors):  # at least one round, however late the process started
         try:
             store.aggregate("system", "request_count", 0, FAR)
-            store.series("system", "inference_latency_ms", time.time() - 60, time.time() + 60, 5)
+            store.metric_series("system", "inference_latency_ms", time.time() - 60, time.time() + 60, 5)
             store.deployments(0, FAR)
             store.group("model", "entities_per_label", 0, FAR, by=("deployment", "label"))
             queries += 4
@@ -212,7 +214,7 @@ def _reader(path: str, stop, out) -> None:
 def _second_writer(path: str, stop, out) -> None:
     store = TelemetryStore(path, busy_timeout_s=5)
     writes, errors = 0, []
-    while not stop.is_set():
+    while not stop.is_set() or not (writes or errors):
         try:
             store.write([Point.counter(time.time(), "document_count", 1, deployment="other", model_version="9")])
             writes += 1
@@ -249,7 +251,7 @@ def test_readers_in_other_processes_while_the_endpoint_exports(tmp_path: Path):
         exports = store.aggregate("system", "request_count", 0, FAR).points
     telemetry.shutdown()
     assert [errors for _, errors in reports] == [[], [], []]
-    assert all(count > 0 for count, _ in reports)
+    assert all(count > 0 for count, _ in reports), reports
     assert exports > 10  # the writer really exported many times while the others read and wrote
 
 
@@ -332,9 +334,9 @@ def test_series_steps_are_half_open_and_grouped(tmp_path: Path):
                 Point.counter(60.0, "request_count", 16, deployment="a"),  # outside (60, 180]
             ]
         )
-        series = store.series("system", "request_count", 60, 180, 60)
+        series = store.metric_series("system", "request_count", 60, 180, 60)
         assert [(p.start, p.group, p.aggregate.sum) for p in series] == [(60, "a", 3), (120, "a", 4), (120, "b", 8)]
-        totals = store.series("system", "request_count", 60, 180, 60, by=None)
+        totals = store.metric_series("system", "request_count", 60, 180, 60, by=None)
         assert [(p.start, p.aggregate.sum) for p in totals] == [(60, 3), (120, 12)]
 
 
@@ -400,3 +402,32 @@ def test_quantile_edges():
     assert quantile(merged.buckets, 0.75) == pytest.approx(25.0)
     with pytest.raises(ValueError):
         quantile(merged.buckets, 95)
+
+
+def test_a_version_1_store_is_upgraded_in_place(tmp_path: Path):
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as db:  # the version-1 layout: mirrored 0/1, no watermarks
+        for table in ("system_points", "model_points"):
+            db.execute(
+                f"CREATE TABLE {table} (time REAL NOT NULL, interval_s REAL NOT NULL DEFAULT 0, metric TEXT NOT NULL, "
+                "endpoint TEXT NOT NULL, deployment TEXT NOT NULL, model_version TEXT NOT NULL, "
+                "mirrored INTEGER NOT NULL DEFAULT 0, label TEXT NOT NULL DEFAULT '', item_count REAL NOT NULL, "
+                "sum REAL NOT NULL, min REAL, max REAL, buckets TEXT)"
+            )
+        db.execute(
+            "CREATE TABLE metrics_catalog (kind TEXT NOT NULL, metric TEXT NOT NULL, PRIMARY KEY (kind, metric))"
+        )
+        db.executemany(
+            "INSERT INTO system_points VALUES (?, 0, 'request_count', 'ep', 'green', '2', ?, '', ?, ?, NULL, NULL, "
+            "NULL)",
+            [(100.0, 0, 5, 5), (100.0, 1, 3, 3)],
+        )
+        db.execute("INSERT INTO metrics_catalog VALUES ('system', 'request_count')")
+        db.execute("PRAGMA user_version = 1")
+    with pytest.raises(TelemetryStoreError, match="old one opened read-only"):
+        TelemetryStore(path, readonly=True)
+    with TelemetryStore(path) as store:  # a writer upgrades it
+        assert store.aggregate("system", "request_count", 0, FAR).sum == 5  # live only by default
+        assert store.aggregate("system", "request_count", 0, FAR, traffic=["mirror"]).sum == 3
+        store.write([Point.counter(200.0, "request_count", 1, deployment="green")])
+        assert store.aggregate("system", "request_count", 0, FAR).sum == 6

@@ -426,17 +426,21 @@ def traffic(count: int, concurrency: int, rate: float | None, deployment: str | 
 @main.command()
 @click.option("--rules", "rules_path", type=click.Path(path_type=Path), default=None, help="Rules file.")
 @click.option("--deployment", "deployments", multiple=True, help="Only these deployments.")
+@click.option("--reference", default=None, help="Also the rules against this (stable) deployment, same window.")
 @click.option("--verbose", is_flag=True, help="Show each rule's query and every step.")
-def alerts(rules_path: Path | None, deployments: tuple[str, ...], verbose: bool) -> None:
+def alerts(rules_path: Path | None, deployments: tuple[str, ...], reference: str | None, verbose: bool) -> None:
     """Evaluate the alert rules on the telemetry store now: firing / ok / no_data / error, with evidence."""
     import time as clock
 
     from nerops.telemetry import TelemetryStore
-    from nerops.telemetry.alerts import evaluate, format_results, load_rules
+    from nerops.telemetry.alerts import evaluate, format_results, load_rules, standalone
+    from nerops.telemetry.source import judgeable_now
 
     rules = load_rules(rules_path)
     with TelemetryStore(get_settings().state / "telemetry" / "telemetry.db") as store:
-        results = evaluate(rules, store, now=clock.time(), deployments=list(deployments) or None)
+        now = judgeable_now(store, None, clock.time())  # the last complete moment, not the export in flight
+        chosen = rules if reference else standalone(rules)
+        results = evaluate(chosen, store, now=now, deployments=list(deployments) or None, reference=reference)
     click.echo(format_results(results, verbose=verbose))
 
 

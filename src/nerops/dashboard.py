@@ -1,7 +1,8 @@
 """The monitoring dashboard: one self-contained HTML page of plots, per deployment, with the ledger's marks.
 
 System metrics (latency, resumes processed, error rate) and model signals (entities per resume,
-empty-prediction rate) are drawn in separate sections, as they are stored. Traffic changes,
+empty-prediction rate, and shadow agreement when a mirror or probe pair compared answers) are drawn
+in separate sections, as they are stored. Live traffic only, except the agreement (mirror, probe). Traffic changes,
 deployments, promotions and rollbacks from the audit ledger are drawn as vertical marks on
 every plot. Plots are inline SVG (matplotlib), so the page opens anywhere, offline.
 """
@@ -70,7 +71,7 @@ def _mark_text(entry: Entry) -> str:
 
 def _series(store: TelemetryStore, kind: str, metric: str, start: float, end: float, step: float, **kw):
     out: dict[str, list[tuple[float, object]]] = defaultdict(list)
-    for point in store.series(kind, metric, start, end, step, by="deployment", **kw):
+    for point in store.metric_series(kind, metric, start, end, step, by="deployment", **kw):
         out[point.group].append((point.start + step, point.aggregate))
     return out
 
@@ -92,6 +93,9 @@ def collect(store: TelemetryStore, start: float, end: float, step: float) -> dic
     documents = _series(store, "model", "document_count", start, end, step)
     entities = _series(store, "model", "entities_detected_count", start, end, step)
     empty = _series(store, "model", "empty_prediction_count", start, end, step)
+    compared_classes = {"traffic": ("mirror", "probe")}  # shadow copies and probe pairs, never live
+    compared = _series(store, "model", "agreement_documents", start, end, step, **compared_classes)
+    exact = _series(store, "model", "agreement_exact_documents", start, end, step, **compared_classes)
     return {
         "latency_mean": {k: [(t, a.mean) for t, a in v if a.mean is not None] for k, v in latency.items()},
         "latency_p95": {k: [(t, a.p95) for t, a in v if a.p95 is not None] for k, v in latency.items()},
@@ -101,6 +105,7 @@ def collect(store: TelemetryStore, start: float, end: float, step: float) -> dic
         "client_error_rate": _ratio(client, requests),
         "entities_per_resume": {k: [(t, a.mean) for t, a in v if a.mean is not None] for k, v in entities.items()},
         "empty_rate": _ratio(empty, documents),
+        "exact_agreement": _ratio(exact, compared),  # per candidate: documents answered exactly as the reference
     }
 
 
@@ -192,6 +197,9 @@ def render(
             _plot("Empty-prediction rate", "% of resumes", lines("empty_rate"), marks, window),
         ]),
     ]  # fmt: skip
+    if data["exact_agreement"]:  # only when a mirror or probe pair compared answers in this window
+        panels[1][1].append(_plot("Shadow agreement: resumes answered exactly as the reference (mirror, probe)",
+                                  "% of compared", lines("exact_agreement"), marks, window))  # fmt: skip
     when = lambda t: datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")  # noqa: E731
     totals = {name: sum(v for _, v in points) for name, points in data["requests"].items()}
     summary = (

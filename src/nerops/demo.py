@@ -100,11 +100,13 @@ def alerts_and_dashboard(settings: Settings) -> Path:
 
     from nerops.reporting import write_monitoring_dashboard
     from nerops.telemetry import TelemetryStore
-    from nerops.telemetry.alerts import evaluate, format_results, load_rules
+    from nerops.telemetry.alerts import evaluate, format_results, load_rules, standalone
+    from nerops.telemetry.source import judgeable_now
 
     console.rule("[bold]5. alert rules on the telemetry just recorded")
     with TelemetryStore(settings.state / "telemetry" / "telemetry.db") as store:
-        console.print(format_results(evaluate(load_rules(), store, now=time.time())), markup=False)
+        now = judgeable_now(store, None, time.time())  # the last moment every writer has exported
+        console.print(format_results(evaluate(standalone(load_rules()), store, now=now)), markup=False)
     console.print("(no_data where a rule needs more samples or an hour of baseline than this demo has)")
     console.rule("[bold]6. dashboard")
     path = write_monitoring_dashboard(settings, hours=1.0)

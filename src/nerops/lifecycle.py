@@ -7,6 +7,7 @@ clients, so that a task's inputs and results show in the Prefect UI and nothing 
 from __future__ import annotations
 
 import json
+import logging
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -19,10 +20,34 @@ from nerops.ledger import FileAnchor, Ledger
 from nerops.model.config import get_config
 from nerops.model.personal import PersonalStrings
 from nerops.model.pipeline import Progress, library_versions, train_model
+from nerops.model_scores import EVALUATION_FILE, evaluate_model
 from nerops.registry import get_registry
 from nerops.registry.lineage import git_commit
-from nerops.reporting import EVALUATION_FILE, evaluate_model
 from nerops.settings import Settings, get_settings
+
+
+def run_progress(every_percent: int = 10) -> Progress:
+    """A progress callback for work inside flows: a line in the Prefect run logger every ``every_percent``.
+
+    Outside a flow or task run it logs to the ``nerops`` logger instead.
+    """
+    from prefect.exceptions import MissingContextError
+    from prefect.logging import get_run_logger
+
+    try:
+        logger = get_run_logger()
+    except MissingContextError:
+        logger = logging.getLogger("nerops")
+    reported: dict[str, int] = {}
+
+    def progress(phase: str, done: int, total: int) -> None:
+        percent = 100 * done // total if total else 100
+        step = percent // every_percent
+        if reported.get(phase, -1) < step:
+            reported[phase] = step
+            logger.info("%s: %d/%d (%d %%)", phase, done, total, percent)
+
+    return progress
 
 
 def open_governance(settings: Settings | None = None, *, actor: str | None = None) -> Governance:
@@ -55,8 +80,10 @@ def train_candidate(
     dataset = load_dataset(settings)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     out = settings.models_dir / f"{config.name}-{stamp}-{config.config_hash()[:8]}"
-    kwargs = {"progress": progress} if progress else {}
-    meta = train_model(dataset.train, config, out, dev_docs=dataset.dev, dataset_version=dataset.version, **kwargs)
+    progress = progress or run_progress()
+    meta = train_model(
+        dataset.train, config, out, dev_docs=dataset.dev, dataset_version=dataset.version, progress=progress
+    )
     evidence = {
         "config": config.model_dump(),
         "config_hash": config.config_hash(),
@@ -74,7 +101,10 @@ def train_candidate(
 
 def evaluate_candidate(model_dir: str) -> dict[str, object]:
     """Score a model folder on the fixed test set; keep the report beside the model."""
-    result = evaluate_model(Path(model_dir), resolve_zips(get_settings())[1])
+    progress = run_progress()
+    result = evaluate_model(
+        Path(model_dir), resolve_zips(get_settings())[1], progress=lambda done, total: progress("scoring", done, total)
+    )
     (Path(model_dir) / EVALUATION_FILE).write_text(json.dumps(result, indent=2))
     return result
 

@@ -11,19 +11,18 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from nerops.data import LABELS, read_corpus
+from nerops import model_scores
+from nerops.data import LABELS
 from nerops.dataset import load_dataset
 from nerops.errors import ConfigurationError
-from nerops.evaluation import score
 from nerops.model.config import get_config
-from nerops.model.pipeline import Extractor, train_model
+from nerops.model.pipeline import train_model
+from nerops.model_scores import EVALUATION_FILE
 from nerops.settings import Settings, get_settings
 
 console = Console(stderr=True, soft_wrap=True)
 if not console.is_terminal:  # logs and CI: wide enough for the tables, not 80 columns
     console.width = int(os.environ.get("COLUMNS", "120"))
-
-EVALUATION_FILE = "evaluation.json"
 
 
 def resolve_model(ref: str) -> Path:
@@ -45,21 +44,14 @@ def resolve_model(ref: str) -> Path:
 
 
 def evaluate_model(model_dir: Path, data_path: Path, *, bootstrap_samples: int = 1000) -> dict[str, object]:
-    """Score the model in ``model_dir`` on the CVs of a zip or folder."""
-    docs = read_corpus(Path(data_path))
-    extractor = Extractor.load(model_dir)
+    """Score the model in ``model_dir`` on the CVs of a zip or folder, with a progress bar."""
     with _progress() as bar:
-        task = bar.add_task("predicting", total=len(docs))
-        predictions = []
-        for doc in docs:
-            predictions.append(extractor.predict_spans([doc.text])[0])
-            bar.advance(task)
-    result = score(
-        [[(s.start, s.end, s.label) for s in doc.spans] for doc in docs],
-        predictions,
-        bootstrap_samples=bootstrap_samples,
-    )
-    return {"model": str(model_dir), "data": str(data_path), **result}
+        task = bar.add_task("predicting", total=None)
+
+        def advance(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        return model_scores.evaluate_model(model_dir, data_path, bootstrap_samples=bootstrap_samples, progress=advance)
 
 
 def train_and_report(
@@ -215,11 +207,13 @@ def write_monitoring_dashboard(
     from nerops.dashboard import write_dashboard
     from nerops.ledger import Ledger
     from nerops.telemetry import TelemetryStore
-    from nerops.telemetry.alerts import evaluate, format_results, load_rules
+    from nerops.telemetry.alerts import evaluate, format_results, load_rules, standalone
+    from nerops.telemetry.source import judgeable_now
 
     store_path = settings.state / "telemetry" / "telemetry.db"
     with TelemetryStore(store_path) as store:
-        alerts_text = format_results(evaluate(load_rules(), store, now=time.time()))
+        now = judgeable_now(store, None, time.time())
+        alerts_text = format_results(evaluate(standalone(load_rules()), store, now=now))
     entries = Ledger(settings.ledger_path).entries() if settings.ledger_path.exists() else []
     out = out or settings.state / "dashboard" / "index.html"
     return write_dashboard(store_path, entries, out, endpoint=endpoint, hours=hours, alerts_text=alerts_text)

@@ -5,8 +5,9 @@
                  │ route: header azureml-model-deployment pins, else traffic weights (at
                  │ random, or sticky by the x-nerops-routing-key header)
                  ├──▶ deployment "blue":  worker processes (pool.py) ──▶ scoring.py
-                 └─ ─▶ deployment "green": mirror copy, answer discarded, measured
-                 │ telemetry: system metrics + model signals, per deployment
+                 └─ ─▶ deployment "green": mirror copy, answer discarded, measured and compared
+                 │ telemetry: system metrics + model signals, per deployment and traffic class
+                 │   (live, mirror, probe, smoke: header x-nerops-traffic-class), shadow agreement
     operator ──▶ /control/...: deployments, traffic, mirror (read-modify-write with If-Match),
                  each change saved atomically and written to the audit ledger
 
@@ -17,7 +18,6 @@ because a worker crashed or hung is counted against its deployment.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import random
@@ -37,10 +37,19 @@ from nerops.serving.scoring import Limits, ScoringError, check_content_type
 from nerops.serving.state import MirrorPicker, TrafficPicker
 from nerops.serving.worker import SIGNALS_HEADER
 from nerops.telemetry import DocumentSignals, RequestRecord, Telemetry
+from nerops.telemetry.agreement import compare_answers
 
 log = logging.getLogger("nerops.endpoint")
 PIN_HEADER = "azureml-model-deployment"
 ROUTING_HEADER = "x-nerops-routing-key"  # a document or session id: sticky routing
+# what a request is for, in telemetry: live (routed by weight; pinned by a client, e.g. sticky), probe
+# (synthetic, sent on purpose) or smoke (a readiness check). Pinned without it: smoke; else live.
+CLASS_HEADER = "x-nerops-traffic-class"
+CLIENT_CLASSES = ("live", "probe", "smoke")
+# a pinned probe naming a second deployment: both answer, the pinned one's answer goes back, and the
+# two are compared like a mirror copy (agreement recorded on the pinned deployment, class probe)
+PAIR_HEADER = "x-nerops-probe-pair"
+MAX_SHADOWS_IN_FLIGHT = 64
 
 
 def error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -75,30 +84,49 @@ class ScoringRoute:
             unauthorized = error(401, "unauthorized", "missing or wrong key: send 'Authorization: Bearer <key>'")
             return self._record(unauthorized, "", started)
         pinned = request.headers.get(PIN_HEADER)
+        traffic_class = request.headers.get(CLASS_HEADER, "smoke" if pinned else "live").strip().lower()
+        if traffic_class not in CLIENT_CLASSES:
+            bad = error(400, "bad_traffic_class", f"{CLASS_HEADER} must be one of {', '.join(CLIENT_CLASSES)}")
+            return self._record(bad, "", started)
+        pair = request.headers.get(PAIR_HEADER)
+        if pair is not None and (not pinned or traffic_class != "probe" or pair not in self.controller.pools):
+            why = f"{PAIR_HEADER} needs a pinned probe ({CLASS_HEADER}: probe) and a deployment that serves"
+            return self._record(error(400, "bad_probe_pair", why), "", started, traffic_class)
         picker, mirror = self._pickers()
         name = pinned or picker.pick(request.headers.get(ROUTING_HEADER))
         if name is None:
-            return self._record(error(503, "no_traffic", "no deployment takes traffic"), "", started)
+            return self._record(error(503, "no_traffic", "no deployment takes traffic"), "", started, traffic_class)
         pool = self.controller.pools.get(name)
         reason = self.controller.down.get(name) or (pool.down_reason if pool else None)
         if reason:
-            return self._record(error(503, "deployment_down", f"deployment {name!r} is down: {reason}"), name, started)
+            down = error(503, "deployment_down", f"deployment {name!r} is down: {reason}")
+            return self._record(down, name, started, traffic_class)
         if pool is None:
-            return self._record(error(404, "unknown_deployment", f"no deployment named {name!r}"), "", started)
+            unknown = error(404, "unknown_deployment", f"no deployment named {name!r}")
+            return self._record(unknown, "", started, traffic_class)
         try:
             check_content_type(request.headers.get("content-type"))
             body = await _read_limited(request, self.limits.max_body_bytes)
         except ScoringError as exc:
-            return self._record(JSONResponse(exc.body(), status_code=exc.status), name, started)
-        response = await self._forward(name, body, request.headers.get("content-type", ""), mirrored=False)
-        if not pinned:
+            return self._record(JSONResponse(exc.body(), status_code=exc.status), name, started, traffic_class)
+        response = await self._forward(name, body, request.headers.get("content-type", ""), traffic_class)
+        if pair is not None:  # measure the pinned answer first: its latency is its own
+            self._measure(response.status_code, name, started, traffic_class)
+            await self._probe_pair(name, pair, body, request.headers.get("content-type", ""), response)
+            response.headers[PIN_HEADER] = name
+            return response
+        if not pinned and traffic_class == "live":
             for shadow in mirror.pick():
-                task = asyncio.create_task(self._shadow(shadow, body, request.headers.get("content-type", "")))
+                if len(self._background) >= MAX_SHADOWS_IN_FLIGHT:  # never queue without bound: count the drop
+                    self._mirror_dropped(shadow)
+                    continue
+                copy = self._shadow(shadow, body, request.headers.get("content-type", ""), response)
+                task = asyncio.create_task(copy)
                 self._background.add(task)
                 task.add_done_callback(self._background.discard)
-        return self._record(response, name, started)
+        return self._record(response, name, started, traffic_class)
 
-    async def _forward(self, name: str, body: bytes, content_type: str, *, mirrored: bool) -> Response:
+    async def _forward(self, name: str, body: bytes, content_type: str, traffic_class: str) -> Response:
         pool = self.controller.pools[name]
         try:
             slot = await pool.acquire()
@@ -118,22 +146,54 @@ class ScoringRoute:
                 deployment=name,
                 model_version=pool.model_version,
                 documents=[DocumentSignals(c, e, per) for c, e, per in json.loads(signals)],
-                mirrored=mirrored,
+                traffic_class=traffic_class,
             )
         return Response(upstream.content, status_code=upstream.status_code, media_type="application/json")
 
-    async def _shadow(self, name: str, body: bytes, content_type: str) -> None:
+    async def _shadow(self, name: str, body: bytes, content_type: str, live: Response) -> None:
+        """A mirror copy: measured as traffic class mirror, compared with the live answer (counts only)."""
         started = time.perf_counter()
-        with contextlib.suppress(KeyError):
-            response = await self._forward(name, body, content_type, mirrored=True)
-            self._measure(response.status_code, name, started, mirrored=True)
+        if name not in self.controller.pools:
+            self._mirror_dropped(name)
+            return
+        response = await self._forward(name, body, content_type, "mirror")
+        self._measure(response.status_code, name, started, "mirror")
+        if response.status_code != 200:
+            self._mirror_dropped(name)  # busy, timed out or failed: no answer to compare
+        elif live.status_code == 200 and not self._compare(name, response, live, "mirror"):
+            self._mirror_dropped(name)  # answers that cannot be compared: counted, not silently lost
 
-    def _record(self, response: Response, name: str, started: float) -> Response:
-        self._measure(response.status_code, name, started, mirrored=False)
+    async def _probe_pair(self, name: str, pair: str, body: bytes, content_type: str, answer: Response) -> None:
+        started = time.perf_counter()
+        reference = await self._forward(pair, body, content_type, "probe")
+        self._measure(reference.status_code, pair, started, "probe")
+        if answer.status_code == 200 and reference.status_code == 200:
+            self._compare(name, answer, reference, "probe")
+
+    def _compare(self, name: str, candidate: Response, reference: Response, traffic_class: str) -> bool:
+        """Record the agreement of two answers on the candidate's arm (counts only); False if not comparable."""
+        try:
+            agreements = compare_answers(json.loads(candidate.body), json.loads(reference.body))
+        except ValueError:
+            return False
+        pool = self.controller.pools.get(name)
+        if not agreements or pool is None:
+            return False
+        self.telemetry.record_agreement(
+            deployment=name, model_version=pool.model_version, agreements=agreements, traffic_class=traffic_class
+        )
+        return True
+
+    def _mirror_dropped(self, name: str) -> None:
+        pool = self.controller.pools.get(name)
+        self.telemetry.record_mirror_dropped(deployment=name, model_version=pool.model_version if pool else "")
+
+    def _record(self, response: Response, name: str, started: float, traffic_class: str = "live") -> Response:
+        self._measure(response.status_code, name, started, traffic_class)
         response.headers[PIN_HEADER] = name
         return response
 
-    def _measure(self, status: int, name: str, started: float, *, mirrored: bool) -> None:
+    def _measure(self, status: int, name: str, started: float, traffic_class: str) -> None:
         pool = self.controller.pools.get(name)
         self.telemetry.record_request(
             RequestRecord(
@@ -142,7 +202,7 @@ class ScoringRoute:
                 model_version=pool.model_version if pool else "",
                 status=status,
                 latency_ms=1000 * (time.perf_counter() - started),
-                mirrored=mirrored,
+                traffic_class=traffic_class,
             )
         )
 

@@ -2,8 +2,10 @@
 
 ``AppMetrics`` keeps pre-aggregated rows like the local store: ``Name``, ``Sum``, ``ItemCount``, ``Min``,
 ``Max`` and the recording's attributes as string ``Properties`` (``deployment``, ``model_version``,
-``endpoint``, ``mirrored``, ``label``). A histogram's mean is ``sum(Sum) / sum(ItemCount)``; a
-counter's total is ``sum(Sum)``. There are no bucket counts, so quantile rules (p95...) do not compile.
+``endpoint``, ``traffic_class``, ``label``). A histogram's mean is ``sum(Sum) / sum(ItemCount)``; a
+counter's total is ``sum(Sum)``. There are no bucket counts, so quantile rules (p95...) do not compile:
+the rules file marks them ``local_only`` and names the rule Azure uses instead (the latency-edge
+counters ``latency_over_<E>ms`` answer "how many requests were slower than E" on both).
 
 The query has the same semantics as the local evaluation: one value per deployment (and label) per
 ``window``-long step over the ``for`` duration, each step with at least ``min_samples``, compared with
@@ -19,8 +21,9 @@ import json
 from typing import Any
 
 from nerops.errors import ConfigurationError
-from nerops.telemetry.alerts import Rule, format_duration
+from nerops.telemetry.durations import format_duration, iso_duration, kql_timespan
 from nerops.telemetry.metrics import metric_spec
+from nerops.telemetry.rules import Rule
 
 AZURE_SEVERITY = {"critical": 1, "warning": 2, "info": 3}
 
@@ -29,34 +32,18 @@ class KqlError(ConfigurationError):
     """A rule cannot be expressed on AppMetrics."""
 
 
-def kql_timespan(seconds: float) -> str:
-    """Seconds -> a KQL timespan literal: ``1d``, ``2h``, ``5m``, ``30s``, ``1500ms``."""
-    if seconds != int(seconds):
-        return f"{round(seconds * 1000)}ms"
-    whole = int(seconds)
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if whole and whole % size == 0:
-            return f"{whole // size}{unit}"
-    return f"{whole}s"
-
-
-def iso_duration(seconds: float) -> str:
-    """Seconds -> ISO 8601 (``PT5M``, ``PT2H10M``, ``P1D``) for the scheduled query rule's properties."""
-    whole = int(round(seconds))
-    days, rest = divmod(whole, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    time = "".join(f"{n}{u}" for n, u in ((hours, "H"), (minutes, "M"), (secs, "S")) if n)
-    text = "P" + (f"{days}D" if days else "") + (f"T{time}" if time else "")
-    return text if text != "P" else "PT0S"
-
-
 def _number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
 def _string(value: str) -> str:
     return json.dumps(value)
+
+
+_PROPERTIES = ",\n             ".join(
+    f'{name} = tostring(Properties["{name}"])'
+    for name in ("deployment", "model_version", "endpoint", "traffic_class", "label")
+)
 
 
 def lookback_s(rule: Rule) -> float:
@@ -73,6 +60,11 @@ def to_kql(rule: Rule, *, reference: str | None = None) -> str:
 
     ``reference``: the reference deployment's name, for rules whose baseline is ``deployment: reference``.
     """
+    if rule.local_only is not None:
+        raise KqlError(
+            f"rule '{rule.name}' is local-only (it needs what only the local store keeps); "
+            f"on Azure, rule '{rule.local_only}' stands in for it"
+        )
     if rule.quantile is not None:
         raise KqlError(
             f"rule '{rule.name}': {rule.aggregation} needs bucket counts, which AppMetrics does not keep; "
@@ -80,6 +72,8 @@ def to_kql(rule: Rule, *, reference: str | None = None) -> str:
         )
     baseline = rule.condition.baseline
     against_reference = baseline is not None and baseline.deployment == "reference"
+    # a baseline of one other arm (the reference) or of the whole endpoint is joined on a constant key
+    against_one = baseline is not None and baseline.deployment in ("reference", "endpoint")
     if against_reference and not reference:
         raise KqlError(f"rule '{rule.name}' compares with a reference deployment: pass reference=<deployment>")
     names = [rule.metric] if rule.metric else [rule.numerator, rule.denominator]
@@ -93,15 +87,13 @@ def to_kql(rule: Rule, *, reference: str | None = None) -> str:
     ]
     if against_reference:
         lines.append(f"let reference_ = {_string(reference)};")
-    traffic = {"all": "", "live": '\n    | where mirrored != "true"', "mirrored": '\n    | where mirrored == "true"'}
+    classes = ", ".join(_string(name) for name in rule.traffic)
     lines.append(
         "let rows_ = AppMetrics\n"
         f"    | where TimeGenerated > now_ - {kql_timespan(lookback_s(rule))} and TimeGenerated <= now_\n"
         f"    | where Name in ({', '.join(_string(name) for name in dict.fromkeys(names))})\n"
-        '    | extend deployment = tostring(Properties["deployment"]), model_version = '
-        'tostring(Properties["model_version"]),\n'
-        '             endpoint = tostring(Properties["endpoint"]), mirrored = tostring(Properties["mirrored"]),\n'
-        '             label = tostring(Properties["label"])' + traffic[rule.traffic] + ";"
+        f"    | extend {_PROPERTIES}\n"
+        f"    | where traffic_class in ({classes});"
     )
     lines.append(
         "let steps_rows_ = rows_\n"
@@ -109,7 +101,7 @@ def to_kql(rule: Rule, *, reference: str | None = None) -> str:
         "    | extend step = toint((now_ - TimeGenerated) / window_);"
     )
     if rule.per_label:
-        lines += _per_label_lets(rule, against_reference)
+        lines += _per_label_lets(rule, against_one)
     else:
         lines.append(f"let current_ = steps_rows_\n{_measure(rule, 'deployment, step')};")
     if baseline is not None:
@@ -117,28 +109,32 @@ def to_kql(rule: Rule, *, reference: str | None = None) -> str:
             f"TimeGenerated > now_ - {kql_timespan(baseline.offset_s + baseline.window)} "
             f"and TimeGenerated <= now_ - {kql_timespan(baseline.offset_s)}"
         )
-        who = " and deployment == reference_" if against_reference else ""
+        who = _baseline_arm(baseline.deployment)
         if rule.per_label:
-            base_keys = "label" if against_reference else "deployment, label"
+            base_keys = "label" if against_one else "deployment, label"
             lines.append(
                 f"let baseline_ = baseline_labels_\n    | where samples >= min_samples_\n"
                 f"    | project {base_keys}, baseline = numerator / samples;"
             )
         else:
-            base_keys = "k_" if against_reference else "deployment"
+            base_keys = "k_" if against_one else "deployment"
             summarize = _measure(rule, "deployment")
             lines.append(
                 f"let baseline_ = rows_\n    | where {base_filter}{who}\n{summarize}\n"
                 "    | where samples >= min_samples_\n"
-                + ("    | extend k_ = 1\n" if against_reference else "")
+                + ("    | extend k_ = 1\n" if against_one else "")
                 + f"    | project {base_keys}, baseline = value;"
             )
-        current = "current_" + ("\n| extend k_ = 1" if against_reference and not rule.per_label else "")
-        ratio = f"100.0 * value / baseline {rule.condition.op} {_number(100.0 * rule.condition.factor)}"
+        current = "current_" + ("\n| extend k_ = 1" if against_one and not rule.per_label else "")
+        condition = rule.condition
+        if condition.margin:
+            compared = f"value {condition.op} {_number(condition.factor)} * baseline + {_number(condition.margin)}"
+        else:
+            compared = f"baseline > 0 and 100.0 * value / baseline {condition.op} {_number(100.0 * condition.factor)}"
         lines += [
             current,
             f"| join kind=inner (baseline_) on {base_keys}",
-            f"| extend holds = samples >= min_samples_ and baseline > 0 and {ratio}",
+            f"| extend holds = samples >= min_samples_ and {compared}",
             f"| summarize steps_seen = dcount(step), steps_held = countif(holds), value = take_anyif(value, step == 0),"
             f"\n    samples = take_anyif(samples, step == 0), baseline = take_any(baseline) by {keys}",
             "| where steps_seen == steps_ and steps_held == steps_",
@@ -162,7 +158,9 @@ def _header(rule: Rule, reference: str | None) -> list[str]:
     condition = rule.condition
     unit = " %" if rule.aggregation == "rate" else ""
     if condition.relative:
-        who = f"deployment {reference!r}" if condition.baseline.deployment == "reference" else "the same deployment"
+        who = {"reference": f"deployment {reference!r}", "endpoint": "the whole endpoint"}.get(
+            condition.baseline.deployment, "the same deployment"
+        )
         compared = (
             f"{condition.op} {_number(100.0 * condition.factor)} % of the baseline ({who} over "
             f"{format_duration(condition.baseline.window)} ending {format_duration(condition.baseline.offset_s)} "
@@ -200,7 +198,16 @@ def _measure(rule: Rule, by: str) -> str:
     )
 
 
-def _per_label_lets(rule: Rule, against_reference: bool) -> list[str]:
+def _baseline_arm(who: str) -> str:
+    """What follows the baseline window's ``where``: one deployment, or every row as one arm, or its own."""
+    if who == "reference":
+        return " and deployment == reference_"
+    if who == "endpoint":
+        return '\n    | extend deployment = "*"'
+    return ""
+
+
+def _per_label_lets(rule: Rule, against_one: bool) -> list[str]:
     baseline = rule.condition.baseline
     numerator, denominator = _string(rule.numerator), _string(rule.denominator)
     lines = []
@@ -209,7 +216,7 @@ def _per_label_lets(rule: Rule, against_reference: bool) -> list[str]:
             f"TimeGenerated > now_ - {kql_timespan(baseline.offset_s + baseline.window)} "
             f"and TimeGenerated <= now_ - {kql_timespan(baseline.offset_s)}"
         )
-        who = " and deployment == reference_" if against_reference else ""
+        who = _baseline_arm(baseline.deployment)
         lines.append(
             f"let baseline_rows_ = rows_ | where {base_filter}{who};\n"
             f"let baseline_labels_ = baseline_rows_\n"
@@ -225,7 +232,7 @@ def _per_label_lets(rule: Rule, against_reference: bool) -> list[str]:
     # (a label that vanished entirely is the drop to catch)
     if baseline is None:
         extra = ""
-    elif against_reference:
+    elif against_one:
         extra = (
             f"\n    | union (steps_rows_ | where Name == {denominator} | distinct deployment | extend k_ = 1\n"
             "        | join kind=inner (baseline_labels_ | distinct label | extend k_ = 1) on k_ "

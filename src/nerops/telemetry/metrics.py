@@ -8,9 +8,23 @@ tables (:mod:`nerops.telemetry.store`), the alert rules and the KQL compiler agr
     request_count          counter               entities_per_label       counter, attribute ``label``
     client_error_count     counter, 4xx          empty_prediction_count   counter, documents with 0 entities
     server_error_count     counter, 5xx          document_count           counter
-                                                 input_length_chars       histogram, characters
+    mirror_dropped_count   counter, mirror       input_length_chars       histogram, characters
+                           copies not answered   agreement_*              shadow / probe agreement, below
+    latency_over_<E>ms     counter, requests slower than E ms (E in LATENCY_EDGES_MS): Azure's p95 substitute
 
-Every point carries ``endpoint``, ``deployment``, ``model_version`` and ``mirrored`` ("true"/"false").
+Dispersion: every histogram ``h`` and ``entities_per_label`` has a companion counter ``h_sumsq`` (the
+sum of squares of its measurements; per label: of each document's count of that label), so mean
+tests can use the sample variance. Application Insights keeps no buckets and no squares: the
+companions and the latency edges are plain counters that KQL reads from ``AppMetrics``.
+
+Shadow agreement (a mirrored or probe pair, recorded on the candidate's arm, counts only):
+``agreement_documents`` / ``agreement_exact_documents`` (documents compared / with identical entities),
+and per ``label``: ``agreement_matched`` (same label, start, end in both answers),
+``agreement_candidate_only``, ``agreement_reference_only``.
+
+Every point carries ``endpoint``, ``deployment``, ``model_version`` and ``traffic_class``
+(:data:`TRAFFIC_CLASSES`: ``live`` routed by the traffic weights, ``mirror`` shadow copies whose answer
+is discarded, ``probe`` synthetic requests sent on purpose, ``smoke`` readiness checks).
 """
 
 from __future__ import annotations
@@ -33,6 +47,25 @@ ENTITIES_PER_LABEL = "entities_per_label"
 EMPTY_PREDICTION_COUNT = "empty_prediction_count"
 DOCUMENT_COUNT = "document_count"
 INPUT_LENGTH_CHARS = "input_length_chars"
+MIRROR_DROPPED_COUNT = "mirror_dropped_count"
+AGREEMENT_DOCUMENTS = "agreement_documents"
+AGREEMENT_EXACT_DOCUMENTS = "agreement_exact_documents"
+AGREEMENT_MATCHED = "agreement_matched"
+AGREEMENT_CANDIDATE_ONLY = "agreement_candidate_only"
+AGREEMENT_REFERENCE_ONLY = "agreement_reference_only"
+SUMSQ_SUFFIX = "_sumsq"
+
+TrafficClass = Literal["live", "mirror", "probe", "smoke"]
+TRAFFIC_CLASSES: tuple[TrafficClass, ...] = ("live", "mirror", "probe", "smoke")
+LIVE: TrafficClass = "live"
+MIRROR: TrafficClass = "mirror"
+# Requests slower than each edge are counted: KQL can read these where AppMetrics has no buckets.
+LATENCY_EDGES_MS: tuple[int, ...] = (100, 250, 500, 1000, 2500)
+
+
+def latency_over(edge_ms: int) -> str:
+    return f"latency_over_{edge_ms}ms"
+
 
 # 1 ms .. 60 s, each bucket at most ~1.5x the previous one: p95 interpolated within a bucket stays close.
 LATENCY_BOUNDS_MS: tuple[float, ...] = (
@@ -56,6 +89,7 @@ class MetricSpec:
     description: str
     bounds: tuple[float, ...] = ()
     labelled: bool = False
+    squares_of: str | None = None  # this counter is the sum of squares of that metric's measurements
 
     @property
     def is_histogram(self) -> bool:
@@ -90,8 +124,44 @@ METRICS: dict[str, MetricSpec] = {
         MetricSpec(EMPTY_PREDICTION_COUNT, MODEL, "counter", "{document}", "Documents with no entity at all."),
         MetricSpec(DOCUMENT_COUNT, MODEL, "counter", "{document}", "Documents scored."),
         MetricSpec(INPUT_LENGTH_CHARS, MODEL, "histogram", "{char}", "Input length per document.", INPUT_LENGTH_BOUNDS),
+        MetricSpec(MIRROR_DROPPED_COUNT, SYSTEM, "counter", "{request}", "Mirror copies not sent or not answered."),
+        *(
+            MetricSpec(latency_over(edge), SYSTEM, "counter", "{request}", f"Requests slower than {edge} ms.")
+            for edge in LATENCY_EDGES_MS
+        ),
+        MetricSpec(AGREEMENT_DOCUMENTS, MODEL, "counter", "{document}", "Documents compared (mirror, probe)."),
+        MetricSpec(
+            AGREEMENT_EXACT_DOCUMENTS, MODEL, "counter", "{document}", "Compared documents with identical entities."
+        ),
+        MetricSpec(
+            AGREEMENT_MATCHED,
+            MODEL,
+            "counter",
+            "{entity}",
+            "Entities in both answers (label, start, end).",
+            labelled=True,
+        ),
+        MetricSpec(
+            AGREEMENT_CANDIDATE_ONLY, MODEL, "counter", "{entity}", "Entities only the candidate found.", labelled=True
+        ),
+        MetricSpec(
+            AGREEMENT_REFERENCE_ONLY, MODEL, "counter", "{entity}", "Entities only the reference found.", labelled=True
+        ),
     )
 }
+# the sums of squares: one companion counter per histogram, and one for entities per label per document
+for _parent in [spec for spec in METRICS.values() if spec.is_histogram] + [METRICS[ENTITIES_PER_LABEL]]:
+    _name = _parent.name + SUMSQ_SUFFIX
+    METRICS[_name] = MetricSpec(
+        _name,
+        _parent.kind,
+        "counter",
+        f"({_parent.unit})^2",
+        f"Sum of squares of {_parent.name}" + (" per document" if _parent.labelled else "") + ".",
+        labelled=_parent.labelled,
+        squares_of=_parent.name,
+    )
+SQUARES: dict[str, str] = {spec.squares_of: name for name, spec in METRICS.items() if spec.squares_of}
 
 SYSTEM_METRICS: frozenset[str] = frozenset(name for name, spec in METRICS.items() if spec.kind == SYSTEM)
 MODEL_METRICS: frozenset[str] = frozenset(name for name, spec in METRICS.items() if spec.kind == MODEL)
