@@ -67,6 +67,7 @@ def state(
 def endpoint(state: Path):
     mp = pytest.MonkeyPatch()
     mp.setenv("NEROPS_STATE_DIR", str(state))
+    mp.setenv("NEROPS_ENDPOINT_ROUTING_SEED", "7")  # the random assignment repeats run after run
     from nerops.first_deployment import deploy_first
     from nerops.lifecycle import open_governance
 
@@ -286,7 +287,8 @@ def test_mirror_copies_are_compared_with_the_live_answer_counts_only(endpoint: L
         ]
     finally:
         st.close()
-    assert copies == 10  # 50 % of 20, exactly (the mirror picker keeps exact shares)
+    # each request is copied with probability 1/2 (seeded): 3-17 of 20 holds with probability 0.997
+    assert 3 <= copies <= 17
     assert compared + dropped == copies and compared > 0
     assert 0 <= exact <= compared
     assert labels and all(agg.sum >= 0 for agg in labels.values())

@@ -13,27 +13,19 @@ from pathlib import Path
 
 import numpy as np
 import pycrfsuite
-import spacy
 from spacy.language import Language
 from spacy.tokens import Doc, Span
 from spacy.util import filter_spans
 
 from nerops.model.features import Gazetteer, content_tokens, doc_features
 from nerops.model.personal import EMAIL, PHONE
+from nerops.model.tokenizer import blank_pipeline
+
+__all__ = ["blank_pipeline"]  # where callers have always found it
 
 GAZETTEER_FILE = "gazetteer.json"
 PHONE_LABEL = "Phone"
 EMAIL_LABEL = "Email Address"
-
-_EXTRA_INFIXES = (r"[/|•·]", r"(?<=[\w)]),(?=\S)", r"(?<=\w)[()](?=\w)")
-
-
-def blank_pipeline() -> Language:
-    """An English blank pipeline whose tokenizer also splits on ``/``, ``|``, bullets and tight commas."""
-    nlp = spacy.blank("en")
-    infixes = list(nlp.Defaults.infixes) + list(_EXTRA_INFIXES)
-    nlp.tokenizer.infix_finditer = spacy.util.compile_infix_regex(infixes).finditer
-    return nlp
 
 
 def bio_tags(doc: Doc, spans: list[Span], scheme: str = "bio") -> list[str]:

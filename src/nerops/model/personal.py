@@ -121,7 +121,7 @@ class PersonalStrings:
 
     @classmethod
     def from_documents(cls, docs: Sequence[Document]) -> PersonalStrings:
-        from nerops.model.components import blank_pipeline
+        from nerops.model.tokenizer import blank_pipeline
 
         nlp = blank_pipeline()
         aligned = []
@@ -280,7 +280,7 @@ def _scan(text: str, personal: PersonalStrings, exempt: frozenset[str]) -> dict[
 @lru_cache(maxsize=1)
 def library_words() -> frozenset[str]:
     """Words in the files of a blank pipeline: spaCy's own defaults (``Conn.``, ``daren't``), not training text."""
-    from nerops.model.components import blank_pipeline
+    from nerops.model.tokenizer import blank_pipeline
 
     with tempfile.TemporaryDirectory() as tmp:
         blank_pipeline().to_disk(tmp)
