@@ -121,7 +121,8 @@ def test_control_rules_are_enforced_with_readable_errors(endpoint: LocalEndpoint
         assert info.value.status == status and message in str(info.value)
     stale = client.endpoint()["etag"]
     client.set_traffic({"blue": 70, "green": 30})  # no change: same etag
-    response = client.http.put("/control/endpoint", json={"traffic": {"blue": 100}}, headers={"If-Match": "0" * 16})
+    control = {"Authorization": f"Bearer {endpoint.control_key}", "If-Match": "0" * 16}
+    response = client.http.put("/control/endpoint", json={"traffic": {"blue": 100}}, headers=control)
     assert response.status_code == 412
     assert client.endpoint()["etag"] == stale
     bad_key = httpx.get(f"{endpoint.url}/control/endpoint", headers={"Authorization": "Bearer nope"})
@@ -177,8 +178,9 @@ def test_every_control_change_is_in_the_ledger(endpoint: LocalEndpoint):
     from nerops.actors import fingerprint
 
     who = traffic[-1].evidence["acted_by"]
-    assert who["credential"] == fingerprint(endpoint.key) and who["os_user"]
-    assert endpoint.key not in open_governance().ledger.path.read_text()  # the key itself is never recorded
+    assert who["credential"] == fingerprint(endpoint.control_key) and who["os_user"]
+    ledger_text = open_governance().ledger.path.read_text()
+    assert endpoint.control_key not in ledger_text and endpoint.key not in ledger_text  # never the secrets
 
 
 def test_pinned_requests_and_answer_identity(endpoint: LocalEndpoint):

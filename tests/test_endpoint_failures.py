@@ -293,3 +293,85 @@ def test_routing_keys_stay_on_the_canary_as_it_grows_and_go_back_on_rollback(end
     finally:
         client.set_traffic({"blue": 100})
         client.delete_deployment("canary")
+
+
+CONTROL_ROUTES = [
+    ("GET", "endpoint", None),
+    ("PUT", "endpoint", {"traffic": {"blue": 100}}),
+    ("GET", "deployments", None),
+    ("GET", "deployments/blue", None),
+    ("PUT", "deployments/other", {"model": "1"}),
+    ("DELETE", "deployments/blue", None),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body"), CONTROL_ROUTES)
+def test_a_scoring_key_gets_403_on_every_control_route(endpoint: LocalEndpoint, method: str, path: str, body):
+    url = f"{endpoint.url}/control/{path}"
+    scoring = httpx.request(method, url, json=body, headers={"Authorization": f"Bearer {endpoint.key}"})
+    assert (scoring.status_code, scoring.json()["error"]["code"]) == (403, "forbidden")
+    nobody = httpx.request(method, url, json=body)
+    assert nobody.status_code == 401
+    if method == "GET":
+        control = httpx.get(url, headers={"Authorization": f"Bearer {endpoint.control_key}"})
+        assert control.status_code == 200
+
+
+def test_a_change_records_who_why_which_rollout_and_the_credential_fingerprint(endpoint: LocalEndpoint, state: Path):
+    from nerops.actors import fingerprint
+    from nerops.serving.port import Change
+
+    client = endpoint.client()
+    view = client.read()
+    change = Change("rollout-controller", "step 2 of 4: healthy", "rollout-7f3a")
+    client.set_traffic({"blue": 100}, {}, if_match=view.etag, change=change)  # the same split: nothing to record
+    client.create_deployment("audited", "1", change=change)
+    try:
+        entry = _ledger(state)[-1]
+        assert entry["kind"] == "deployment_created" and entry["actor"] == "rollout-controller"
+        assert entry["evidence"]["reason"] == "step 2 of 4: healthy"
+        assert entry["evidence"]["correlation_id"] == "rollout-7f3a"
+        assert entry["evidence"]["acted_by"]["credential"] == fingerprint(endpoint.control_key)
+        text = (state / "ledger" / "ledger.jsonl").read_text()
+        assert endpoint.control_key not in text and endpoint.key not in text
+    finally:
+        client.delete_deployment("audited", change=change)
+
+
+def test_two_writers_with_the_same_etag_the_second_gets_412(endpoint: LocalEndpoint):
+    client = endpoint.client()
+    client.create_deployment("second", "1")
+    try:
+        view = client.read()
+        client.set_traffic({"blue": 90, "second": 10}, {}, if_match=view.etag)
+        with pytest.raises(EndpointError) as late:
+            client.set_traffic({"blue": 50, "second": 50}, {}, if_match=view.etag)
+        assert late.value.status == 412 and late.value.code == "precondition_failed"
+        assert client.read().state["traffic"] == {"blue": 90, "second": 10}, "the first write stands"
+    finally:
+        client.set_traffic({"blue": 100}, {})
+        client.delete_deployment("second")
+
+
+def test_a_control_body_over_the_limit_is_413(endpoint: LocalEndpoint):
+    headers = {"Authorization": f"Bearer {endpoint.control_key}", "content-type": "application/json"}
+    body = b'{"traffic": {"blue": 100}, "pad": "' + b"x" * (65 * 1024) + b'"}'
+    answer = httpx.put(f"{endpoint.url}/control/endpoint", content=body, headers=headers)
+    assert (answer.status_code, answer.json()["error"]["code"]) == (413, "payload_too_large")
+
+
+def test_both_control_credentials_work_while_rotating(state: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("NEROPS_CONTROL_KEY", "new-control-credential-0123456789")
+    monkeypatch.setenv("NEROPS_CONTROL_KEY_PREVIOUS", "old-control-credential-0123456789")
+    ep = LocalEndpoint.start(Settings(state_dir=state), "rotating-ep", export_interval=0.5)
+    try:
+        for key, status in (
+            ("new-control-credential-0123456789", 200),
+            ("old-control-credential-0123456789", 200),
+            ("older-control-credential-012345678", 401),
+        ):
+            answer = httpx.get(f"{ep.url}/control/endpoint", headers={"Authorization": f"Bearer {key}"})
+            assert answer.status_code == status, key
+        assert ep.client().read().etag
+    finally:
+        ep.stop()

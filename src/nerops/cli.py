@@ -325,13 +325,9 @@ def endpoint() -> None:
 
 
 def _endpoint_client(name: str):
-    from nerops.serving.client import EndpointClient
+    from nerops.serving.port import endpoint_control
 
-    folder = get_settings().state / "endpoints" / name
-    url_file, keys_file = folder / "endpoint.url", folder / "keys.json"
-    if not url_file.exists() or not keys_file.exists():
-        raise ConfigurationError(f"endpoint {name!r} has never run here: start it with `nerops endpoint serve`")
-    return EndpointClient(url_file.read_text().strip(), json.loads(keys_file.read_text())["primary"])
+    return endpoint_control(get_settings(), name)
 
 
 @endpoint.command("serve")

@@ -11,7 +11,7 @@ import socket
 from functools import cached_property
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -46,6 +46,13 @@ class Settings(BaseSettings):
         default_factory=dict,
         description='The production endpoint of each registered model, e.g. {"resume-ner": "resume-ner"} '
         "(default: an endpoint named like the model). Its stable deployment serves the champion.",
+    )
+
+    control_key: SecretStr | None = Field(
+        default=None, description="The control credential of the endpoint (CLI, flows); unset: a local generated one."
+    )
+    control_key_previous: SecretStr | None = Field(
+        default=None, description="While rotating: the previous control credential, still accepted."
     )
 
     endpoint_request_timeout_s: float = Field(

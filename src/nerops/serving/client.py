@@ -15,6 +15,8 @@ from pathlib import Path
 import httpx
 
 from nerops.errors import NeropsError, TransientBackendError
+from nerops.serving.credentials import control_key
+from nerops.serving.port import Change, EndpointView
 from nerops.settings import Settings
 
 PIN_HEADER = "azureml-model-deployment"
@@ -29,9 +31,17 @@ class EndpointError(NeropsError):
 
 
 class EndpointClient:
-    def __init__(self, url: str, key: str, *, timeout: float = 120.0) -> None:
+    """The local endpoint over HTTP: scoring with a scoring key, the control API with the control credential.
+
+    It implements :class:`nerops.serving.port.EndpointControl`. Writes take a :class:`Change` (who, why,
+    which rollout), recorded in the endpoint's ledger entry; ``set_traffic`` takes the caller's
+    ``If-Match`` (the ETag of the state the caller's decision was based on).
+    """
+
+    def __init__(self, url: str, key: str, *, control_key: str | None = None, timeout: float = 120.0) -> None:
         self.url = url.rstrip("/")
         self.key = key
+        self.control_key = control_key or key
         self.http = httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {key}"}, timeout=timeout)
 
     def close(self) -> None:
@@ -45,35 +55,69 @@ class EndpointClient:
     def endpoint(self) -> dict:
         return self._control("GET", "endpoint")
 
-    def set_traffic(self, traffic: dict[str, int], mirror: dict[str, int] | None = None) -> dict:
-        """Read-modify-write: the PUT names the ETag it read, so a concurrent change is not lost."""
-        current = self.http.get("/control/endpoint")
-        _raise_for(current)
-        body = {"traffic": traffic, "mirror": current.json()["mirror"] if mirror is None else mirror}
-        return self._control("PUT", "endpoint", body, headers={"If-Match": current.headers["ETag"]})
+    def read(self) -> EndpointView:
+        """The endpoint's state with its ETag, for a later ``set_traffic(..., if_match=view.etag)``."""
+        response = self._send("GET", "endpoint")
+        return EndpointView(response.json(), response.headers["ETag"])
+
+    def set_traffic(
+        self,
+        traffic: dict[str, int],
+        mirror: dict[str, int] | None = None,
+        *,
+        if_match: str | None = None,
+        change: Change | None = None,
+    ) -> dict:
+        """Set traffic (and mirror) as a whole. With ``if_match`` the write is refused (412) if the endpoint
+        changed since the caller read it; without, read-modify-write here (for people at a prompt)."""
+        if if_match is None or mirror is None:
+            view = self.read()
+            if_match = if_match or view.etag
+            mirror = view.state["mirror"] if mirror is None else mirror
+        headers = {"If-Match": if_match, **_change(change)}
+        return self._control("PUT", "endpoint", {"traffic": traffic, "mirror": mirror}, headers=headers)
 
     def create_deployment(
-        self, name: str, version: str, *, instance_count: int = 1, environment_variables: dict[str, str] | None = None
+        self,
+        name: str,
+        version: str,
+        *,
+        instance_count: int = 1,
+        environment_variables: dict[str, str] | None = None,
+        change: Change | None = None,
     ) -> dict:
         """A deployment serving registry version ``version`` (a number, or ``models:/<model>/<n>``)."""
         body: dict[str, object] = {"model": str(version), "instance_count": instance_count}
         if environment_variables:
             body["environment_variables"] = environment_variables
-        return self._control("PUT", f"deployments/{name}", body)
+        return self._control("PUT", f"deployments/{name}", body, headers=_change(change))
 
-    def delete_deployment(self, name: str) -> dict:
-        return self._control("DELETE", f"deployments/{name}")
+    def delete_deployment(self, name: str, *, change: Change | None = None) -> dict:
+        return self._control("DELETE", f"deployments/{name}", headers=_change(change))
 
     def deployment(self, name: str) -> dict:
         return self._control("GET", f"deployments/{name}")
 
     def _control(self, method: str, path: str, body: dict | None = None, headers: dict | None = None) -> dict:
+        return self._send(method, path, body, headers).json()
+
+    def _send(self, method: str, path: str, body: dict | None = None, headers: dict | None = None) -> httpx.Response:
+        headers = {**(headers or {}), "Authorization": f"Bearer {self.control_key}"}
         try:
             response = self.http.request(method, f"/control/{path}", json=body, headers=headers)
         except httpx.TransportError as exc:
             raise TransientBackendError(f"endpoint {self.url} unreachable: {exc}") from exc
         _raise_for(response)
-        return response.json()
+        return response
+
+
+def _change(change: Change | None) -> dict[str, str]:
+    if change is None:
+        return {}
+    headers = {"x-nerops-actor": change.actor, "x-nerops-reason": change.reason}
+    if change.correlation_id:
+        headers["x-nerops-correlation-id"] = change.correlation_id
+    return headers
 
 
 def _raise_for(response: httpx.Response) -> None:
@@ -101,6 +145,7 @@ class LocalEndpoint:
     key: str
     process: subprocess.Popen
     log_path: Path
+    control_key: str = ""  # the control credential the endpoint was started with
 
     @classmethod
     def start(
@@ -125,7 +170,7 @@ class LocalEndpoint:
             try:
                 if httpx.get(f"{url}/health", timeout=1.0).status_code == 200:
                     key = json.loads((folder / "keys.json").read_text())["primary"]
-                    return cls(name, url, key, process, log_path)
+                    return cls(name, url, key, process, log_path, control_key(settings))
             except httpx.TransportError:
                 pass
             time.sleep(0.2)
@@ -133,7 +178,7 @@ class LocalEndpoint:
         raise NeropsError(f"endpoint {name} did not come up in 180 s; see {log_path}")
 
     def client(self) -> EndpointClient:
-        return EndpointClient(self.url, self.key)
+        return EndpointClient(self.url, self.key, control_key=self.control_key or None)
 
     def stop(self, timeout: float = 30.0) -> None:
         """Graceful stop (telemetry flushed, workers stopped); killed if it does not end in time."""

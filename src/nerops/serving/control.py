@@ -25,6 +25,7 @@ from pathlib import Path
 from nerops.actors import acted_by
 from nerops.errors import LineageError, NeropsError, RegistryError
 from nerops.governance import Governance
+from nerops.serving.credentials import ControlKeys
 from nerops.serving.pool import RESERVED_VARIABLES, DeploymentPool, PoolSettings, PoolStartError
 from nerops.serving.state import (
     DeploymentSpec,
@@ -38,6 +39,8 @@ from nerops.serving.state import (
 log = logging.getLogger("nerops.endpoint")
 
 MAX_INSTANCES = 16
+MAX_CONTROL_BODY = 64 * 1024
+CHANGE_HEADERS = {"x-nerops-actor": "actor", "x-nerops-reason": "reason", "x-nerops-correlation-id": "correlation_id"}
 MAX_VARIABLES = 50
 _VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 
@@ -97,27 +100,39 @@ def hold_serve_lock(folder: Path):
 
 class EndpointController:
     def __init__(
-        self, folder: Path, state: EndpointState, governance: Governance, pool_settings: PoolSettings | None = None
+        self,
+        folder: Path,
+        state: EndpointState,
+        governance: Governance,
+        pool_settings: PoolSettings | None = None,
+        control_keys: ControlKeys | None = None,
     ) -> None:
         self.folder = folder
         self.state = state
         self.gov = governance
         self.pool_settings = pool_settings or PoolSettings()
         self.keys = EndpointKeys(folder / "keys.json")
+        self.control_keys = control_keys
         self.pools: dict[str, DeploymentPool] = {}
         self.down: dict[str, str] = {}  # deployments that could not start, with why
         self.socket_dir = Path(tempfile.mkdtemp(prefix="nerops-sock-"))
         self._lock = asyncio.Lock()
         self._credential: str | None = None  # the key of the control request being handled (recorded by fingerprint)
+        self._change: dict[str, str] = {}  # who asks, why, and for which rollout (the request's headers)
 
     @classmethod
     def open(
-        cls, folder: Path, name: str, governance: Governance, pool_settings: PoolSettings | None = None
+        cls,
+        folder: Path,
+        name: str,
+        governance: Governance,
+        pool_settings: PoolSettings | None = None,
+        control_keys: ControlKeys | None = None,
     ) -> EndpointController:
         path = folder / "endpoint.json"
         state = EndpointState.from_dict(json.loads(path.read_text())) if path.exists() else EndpointState(name)
         folder.mkdir(parents=True, exist_ok=True)
-        return cls(folder, state, governance, pool_settings)
+        return cls(folder, state, governance, pool_settings, control_keys)
 
     async def start(self) -> None:
         """Bring back every saved deployment (lineage checked again) with its traffic.
@@ -138,10 +153,16 @@ class EndpointController:
 
     # --- the control API ----------------------------------------------------------------------
 
-    async def handle(self, method: str, path: str, body: bytes, headers) -> tuple[int, dict, dict[str, str]]:
+    async def handle(
+        self, method: str, path: str, body: bytes, headers, *, credential: str | None = None
+    ) -> tuple[int, dict, dict[str, str]]:
+        """One control request; ``credential`` is the control credential it came with (for its fingerprint)."""
         parts = [p for p in path.split("/") if p]
+        if len(body) > MAX_CONTROL_BODY:
+            raise ControlError(413, "payload_too_large", f"control bodies are at most {MAX_CONTROL_BODY} bytes")
         async with self._lock:
-            self._credential = (headers.get("authorization") or "").partition(" ")[2].strip() or None
+            self._credential = credential
+            self._change = _change_headers(headers)
             if parts == ["endpoint"] and method == "GET":
                 return 200, self.describe(), {"ETag": self.state.etag()}
             if parts == ["endpoint"] and method == "PUT":
@@ -226,8 +247,10 @@ class EndpointController:
             if running is None or running.down_reason:
                 self.down[name] = str(exc)
             evidence = {"model": spec.model, "instance_count": spec.instance_count, "reason": str(exc)}
+            evidence = {**evidence, **self._change, "acted_by": acted_by(credential=self._credential)}
+            actor = self._change.get("actor") or self.gov.actor
             await asyncio.to_thread(
-                self.gov.ledger.append, "deployment_failed", subject=subject, evidence=evidence, actor=self.gov.actor
+                self.gov.ledger.append, "deployment_failed", subject=subject, evidence=evidence, actor=actor
             )
             raise ControlError(503, "deployment_failed", str(exc)) from exc
         old = self.pools.pop(name, None)
@@ -284,9 +307,14 @@ class EndpointController:
         return pool
 
     async def _commit(self, after: EndpointState, kind: str, subject: dict, evidence: dict) -> None:
-        """Ledger entry first (the commit point), then the saved state."""
-        evidence = {**evidence, "acted_by": acted_by(credential=self._credential)}
-        await asyncio.to_thread(self.gov.ledger.append, kind, subject=subject, evidence=evidence, actor=self.gov.actor)
+        """Ledger entry first (the commit point), then the saved state.
+
+        The entry names who asked (the caller's actor, else the endpoint), why and for which rollout
+        (its correlation id), and the fingerprint of the control credential used.
+        """
+        evidence = {**evidence, **self._change, "acted_by": acted_by(credential=self._credential)}
+        actor = self._change.get("actor") or self.gov.actor
+        await asyncio.to_thread(self.gov.ledger.append, kind, subject=subject, evidence=evidence, actor=actor)
         _atomic_write(self.folder / "endpoint.json", json.dumps(after.to_dict(), indent=2))
         self.state = after
 
@@ -302,6 +330,18 @@ def _version_of(model: str, registered: str) -> str:
             400, "invalid_model", f"model must name a registry version (models:/{registered}/<n>), not {model!r}"
         )
     return model.lstrip("v")
+
+
+def _change_headers(headers) -> dict[str, str]:
+    """Who asks, why, and for which rollout: printable text, at most 200 characters each."""
+    out = {}
+    for header, key in CHANGE_HEADERS.items():
+        value = (headers.get(header) or "").strip()
+        if value:
+            if len(value) > 200 or not value.isprintable():
+                raise ControlError(400, "invalid_header", f"{header}: printable text of at most 200 characters")
+            out[key] = value
+    return out
 
 
 def _instance_count(value: object) -> int:

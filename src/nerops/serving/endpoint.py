@@ -31,7 +31,8 @@ from starlette.routing import Route
 
 from nerops.errors import NeropsError
 from nerops.serving import openapi
-from nerops.serving.control import EndpointBusyError, EndpointController, hold_serve_lock
+from nerops.serving.control import MAX_CONTROL_BODY, EndpointBusyError, EndpointController, hold_serve_lock
+from nerops.serving.credentials import ControlKeys, control_keys
 from nerops.serving.pool import PoolSettings
 from nerops.serving.scoring import Limits, ScoringError, check_content_type
 from nerops.serving.state import MirrorPicker, TrafficPicker
@@ -233,12 +234,26 @@ def build_app(
         return JSONResponse(openapi.spec(controller.state.name, limits))
 
     async def control(request: Request) -> Response:
-        if not controller.keys.check(request.headers.get("authorization")):
-            return error(401, "unauthorized", "missing or wrong key: send 'Authorization: Bearer <key>'")
+        authorization = request.headers.get("authorization")
+        credential = controller.control_keys.match(authorization) if controller.control_keys else None
+        if credential is None and controller.keys.check(authorization):
+            message = "a scoring key cannot change or read the endpoint: use the control credential"
+            return error(403, "forbidden", message)
+        if credential is None:
+            return error(401, "unauthorized", "missing or wrong control credential: send 'Authorization: Bearer <key>'")
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > MAX_CONTROL_BODY:
+            return error(413, "payload_too_large", f"control bodies are at most {MAX_CONTROL_BODY} bytes")
         try:
             status, payload, headers = await controller.handle(
-                request.method, request.path_params.get("rest", ""), await request.body(), request.headers
+                request.method,
+                request.path_params.get("rest", ""),
+                await _read_limited(request, MAX_CONTROL_BODY),
+                request.headers,
+                credential=credential,
             )
+        except ScoringError as exc:  # the body was over the limit
+            return JSONResponse(exc.body(), status_code=exc.status)
         except NeropsError as exc:
             return error(getattr(exc, "status", 409), getattr(exc, "code", "conflict"), str(exc))
         return JSONResponse(payload, status_code=status, headers=headers)
@@ -303,6 +318,7 @@ def main(argv: list[str] | None = None) -> None:
         args.name,
         governance=open_governance(settings, actor=f"endpoint:{args.name}"),
         pool_settings=PoolSettings.from_settings(settings),
+        control_keys=ControlKeys(control_keys(settings)),
     )
     telemetry = local_telemetry(
         settings.state / "telemetry" / "telemetry.db", endpoint=args.name, export_interval_s=args.export_interval

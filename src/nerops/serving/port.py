@@ -1,0 +1,70 @@
+"""The endpoint-control port: what a rollout controller needs of an online endpoint, and its factory.
+
+``EndpointClient`` (the local endpoint over HTTP) implements it; an Azure ML managed online endpoint
+adapter will implement it again. Every write says who asks, why and for which rollout (:class:`Change`),
+and a traffic change names the ETag of the state its decision was based on, so a concurrent change
+is refused (412) instead of overwritten.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from nerops.errors import ConfigurationError
+from nerops.settings import Settings
+
+
+@dataclass(frozen=True)
+class Change:
+    """Who asks for a change, why, and the rollout it belongs to (its correlation id)."""
+
+    actor: str
+    reason: str
+    correlation_id: str | None = None
+
+
+@dataclass(frozen=True)
+class EndpointView:
+    """The endpoint's state (deployments, traffic, mirror, workers) and its ETag."""
+
+    state: dict
+    etag: str
+
+
+class EndpointControl(Protocol):
+    def read(self) -> EndpointView: ...
+
+    def deployment(self, name: str) -> dict: ...
+
+    def create_deployment(
+        self, name: str, version: str, *, instance_count: int = 1, change: Change | None = None
+    ) -> dict: ...
+
+    def set_traffic(
+        self,
+        traffic: dict[str, int],
+        mirror: dict[str, int] | None = None,
+        *,
+        if_match: str | None = None,
+        change: Change | None = None,
+    ) -> dict: ...
+
+    def delete_deployment(self, name: str, *, change: Change | None = None) -> dict: ...
+
+
+def endpoint_control(settings: Settings, name: str | None = None) -> EndpointControl:
+    """The control client of endpoint ``name`` (default: the registered model's production endpoint)."""
+    from nerops.serving.client import EndpointClient
+    from nerops.serving.credentials import control_key
+
+    name = name or settings.endpoint_of()
+    folder = settings.state / "endpoints" / name
+    url_file = folder / "endpoint.url"
+    if not url_file.exists():
+        raise ConfigurationError(f"endpoint {name!r} has never run here: start it with `nerops endpoint serve`")
+    keys = folder / "keys.json"
+    import json
+
+    scoring = json.loads(keys.read_text())["primary"] if keys.exists() else ""
+    return EndpointClient(url_file.read_text().strip(), scoring, control_key=control_key(settings))
