@@ -375,3 +375,20 @@ def test_both_control_credentials_work_while_rotating(state: Path, monkeypatch: 
         assert ep.client().read().etag
     finally:
         ep.stop()
+
+
+def test_a_traffic_change_during_a_deployment_start_does_not_wait_for_it(endpoint: LocalEndpoint, state: Path):
+    client = endpoint.client()
+    started = client.begin_create_deployment("starting", "1", instance_count=2)
+    assert started["provisioning_state"] == "Creating"
+    with pytest.raises(EndpointError) as twice:
+        client.begin_create_deployment("starting", "1")
+    assert (twice.value.status, twice.value.code) == (409, "operation_in_progress")
+    view = client.read()
+    done = client.set_traffic({"blue": 100}, {}, if_match=view.etag)  # the endpoint answers while workers start
+    assert done["traffic"] == {"blue": 100}
+    assert client.deployment("starting")["provisioning_state"] == "Creating", "the change did not wait"
+    status = client.wait_deployment("starting", deadline_s=120)
+    assert status["provisioning_state"] == "Succeeded" and status["ready"] == 2
+    assert "starting" in client.read().state["deployments"]
+    client.delete_deployment("starting")

@@ -85,12 +85,48 @@ class EndpointClient:
         instance_count: int = 1,
         environment_variables: dict[str, str] | None = None,
         change: Change | None = None,
+        deadline_s: float = 300.0,
     ) -> dict:
-        """A deployment serving registry version ``version`` (a number, or ``models:/<model>/<n>``)."""
+        """A deployment serving registry version ``version`` (a number, or ``models:/<model>/<n>``), started:
+        :meth:`begin_create_deployment` then :meth:`wait_deployment`."""
+        self.begin_create_deployment(
+            name, version, instance_count=instance_count, environment_variables=environment_variables, change=change
+        )
+        return self.wait_deployment(name, deadline_s=deadline_s)
+
+    def begin_create_deployment(
+        self,
+        name: str,
+        version: str,
+        *,
+        instance_count: int = 1,
+        environment_variables: dict[str, str] | None = None,
+        change: Change | None = None,
+    ) -> dict:
+        """Ask for the deployment; returns at once with its ``provisioning_state`` (Creating or Updating).
+
+        Refusals the endpoint can give at once (a bad reference, a version not ``stage=prod``) raise here.
+        """
         body: dict[str, object] = {"model": str(version), "instance_count": instance_count}
         if environment_variables:
             body["environment_variables"] = environment_variables
         return self._control("PUT", f"deployments/{name}", body, headers=_change(change))
+
+    def wait_deployment(self, name: str, *, deadline_s: float = 300.0, poll_s: float = 0.2) -> dict:
+        """Poll until the deployment's operation ends: its status on success; its error raised on failure."""
+        deadline = time.monotonic() + deadline_s
+        while True:
+            status = self.deployment(name)
+            state = status.get("provisioning_state")
+            if state == "Succeeded":
+                return status
+            if state == "Failed":
+                error = status.get("error") or status.get("last_operation", {}).get("error") or {}
+                code = error.get("code", "deployment_failed")
+                raise EndpointError(error.get("status", 503), code, error.get("message", f"deployment {name!r} failed"))
+            if time.monotonic() > deadline:
+                raise EndpointError(504, "deadline", f"deployment {name!r} still {state} after {deadline_s:g} s")
+            time.sleep(poll_s)
 
     def delete_deployment(self, name: str, *, change: Change | None = None) -> dict:
         return self._control("DELETE", f"deployments/{name}", headers=_change(change))

@@ -11,6 +11,7 @@ ledger entry.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import hmac
 import json
@@ -20,6 +21,7 @@ import re
 import secrets
 import shutil
 import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
 
 from nerops.actors import acted_by
@@ -119,6 +121,8 @@ class EndpointController:
         self._lock = asyncio.Lock()
         self._credential: str | None = None  # the key of the control request being handled (recorded by fingerprint)
         self._change: dict[str, str] = {}  # who asks, why, and for which rollout (the request's headers)
+        self.operations: dict[str, dict] = {}  # deployment name -> its last create/replace operation
+        self._provisioning: dict[str, asyncio.Task] = {}
 
     @classmethod
     def open(
@@ -148,6 +152,11 @@ class EndpointController:
                 log.error("deployment %s stays down: %s", spec.name, exc)
 
     async def stop(self) -> None:
+        for task in list(self._provisioning.values()):
+            task.cancel()
+        for task in list(self._provisioning.values()):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await asyncio.gather(*(pool.stop() for pool in self.pools.values()))
         shutil.rmtree(self.socket_dir, ignore_errors=True)
 
@@ -172,14 +181,27 @@ class EndpointController:
             if len(parts) == 2 and parts[0] == "deployments":
                 name = parts[1]
                 if method == "GET":
-                    if name not in self.pools:
-                        raise ControlError(404, "not_found", f"no deployment named {name!r}")
-                    return 200, self.pools[name].status(), {}
+                    return 200, self.deployment_status(name), {}
                 if method == "PUT":
                     return await self._put_deployment(name, _json(body))
                 if method == "DELETE":
                     return await self._delete_deployment(name)
         raise ControlError(404, "not_found", f"no control route {method} /control/{path}")
+
+    def deployment_status(self, name: str) -> dict[str, object]:
+        """A deployment's workers and ``provisioning_state`` (Creating, Updating, Succeeded, Failed), as on Azure ML."""
+        operation = self.operations.get(name)
+        pool = self.pools.get(name)
+        if pool is None and operation is None:
+            raise ControlError(404, "not_found", f"no deployment named {name!r}")
+        out: dict[str, object] = dict(pool.status()) if pool else {"name": name}
+        if operation and (operation["provisioning_state"] in ("Creating", "Updating") or pool is None):
+            out.update(operation)
+        else:
+            out["provisioning_state"] = "Failed" if pool and pool.down_reason else "Succeeded"
+            if operation and operation["provisioning_state"] == "Failed":
+                out["last_operation"] = operation
+        return out
 
     def describe(self) -> dict[str, object]:
         return {
@@ -187,6 +209,7 @@ class EndpointController:
             "etag": self.state.etag(),
             "status": {name: pool.status() for name, pool in self.pools.items()},
             "down": dict(self.down),
+            "operations": {name: dict(op) for name, op in self.operations.items()},
         }
 
     async def _put_endpoint(self, data: dict, if_match: str | None) -> tuple[int, dict, dict[str, str]]:
@@ -225,7 +248,7 @@ class EndpointController:
             _variables(data.get("environment_variables", {})),
         )
         try:
-            after = with_deployment(self.state, spec)
+            with_deployment(self.state, spec)  # the rules, checked now; applied when the workers are up
         except EndpointRuleError as exc:
             raise ControlError(400, "invalid_change", str(exc)) from exc
         existing = self.state.deployments.get(name)
@@ -240,31 +263,68 @@ class EndpointController:
             raise ControlError(
                 409, "not_prod", f"v{version} is tagged stage={info.stage}: only stage=prod versions may take traffic"
             )
+        if name in self._provisioning:
+            raise ControlError(409, "operation_in_progress", f"deployment {name!r} is being created or replaced")
+        operation = {
+            "name": name,
+            "model_version": version,
+            "provisioning_state": "Updating" if existing else "Creating",
+            "started": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "error": None,
+        }
+        self.operations[name] = operation
+        who = (dict(self._change), self._credential)
+        task = asyncio.create_task(
+            self._provision(spec, existing is not None, operation, who), name=f"provision-{name}"
+        )
+        self._provisioning[name] = task
+        task.add_done_callback(lambda _: self._provisioning.pop(name, None))
+        return 202, dict(operation), {"Location": f"/control/deployments/{name}"}
+
+    async def _provision(self, spec: DeploymentSpec, replaced: bool, operation: dict, who) -> None:
+        """Start the deployment's workers outside the control lock (traffic changes go on meanwhile), then commit."""
+        name, version = spec.name, spec.model_version
         subject = {"model": self.gov.model, "version": version, "endpoint": self.state.name, "deployment": name}
         try:
             pool = await self._start_pool(spec)  # checks lineage before any process starts
-        except PoolStartError as exc:  # nothing of it is left running; the old pool (if any) still serves
-            if running is None or running.down_reason:
-                self.down[name] = str(exc)
-            evidence = {"model": spec.model, "instance_count": spec.instance_count, "reason": str(exc)}
-            evidence = {**evidence, **self._change, "acted_by": acted_by(credential=self._credential)}
-            actor = self._change.get("actor") or self.gov.actor
-            await asyncio.to_thread(
-                self.gov.ledger.append, "deployment_failed", subject=subject, evidence=evidence, actor=actor
-            )
-            raise ControlError(503, "deployment_failed", str(exc)) from exc
-        old = self.pools.pop(name, None)
-        self.pools[name] = pool  # the new workers serve before the old ones stop: no gap
+        except (ControlError, PoolStartError) as exc:  # nothing of it is left running; an old pool still serves
+            status, code = (exc.status, exc.code) if isinstance(exc, ControlError) else (503, "deployment_failed")
+            async with self._lock:
+                self._credential, self._change = who[1], who[0]
+                running = self.pools.get(name)
+                if running is None or running.down_reason:
+                    self.down[name] = str(exc)
+                evidence = {"model": spec.model, "instance_count": spec.instance_count, "reason": str(exc)}
+                await self._append("deployment_failed", subject, evidence)
+                operation.update(
+                    provisioning_state="Failed", error={"status": status, "code": code, "message": str(exc)}
+                )
+            return
+        async with self._lock:
+            self._credential, self._change = who[1], who[0]
+            try:
+                after = with_deployment(self.state, spec)  # the state of now: traffic may have moved meanwhile
+            except EndpointRuleError as exc:
+                await pool.stop()
+                operation.update(
+                    provisioning_state="Failed", error={"status": 409, "code": "conflict", "message": str(exc)}
+                )
+                return
+            old = self.pools.pop(name, None)
+            self.pools[name] = pool  # the new workers serve before the old ones stop: no gap
+            self.down.pop(name, None)
+            evidence = {"model": spec.model, "instance_count": spec.instance_count, "replaced": replaced}
+            if spec.environment_variables:
+                evidence["environment_variables"] = sorted(spec.environment_variables)  # names only: may be secret
+            await self._commit(after, "deployment_created", subject, evidence)
+            operation.update(provisioning_state="Succeeded")
         if old:
             await old.stop()
-        self.down.pop(name, None)
-        evidence = {"model": spec.model, "instance_count": spec.instance_count, "replaced": existing is not None}
-        if spec.environment_variables:
-            evidence["environment_variables"] = sorted(spec.environment_variables)  # names only: values may be secret
-        await self._commit(after, "deployment_created", subject, evidence)
-        return 201, pool.status(), {}
 
     async def _delete_deployment(self, name: str) -> tuple[int, dict, dict[str, str]]:
+        if name in self._provisioning:
+            raise ControlError(409, "operation_in_progress", f"deployment {name!r} is being created: wait, then delete")
+        self.operations.pop(name, None)
         if name not in self.state.deployments and name in self.down:  # a first start that failed
             del self.down[name]
             return 200, {"deleted": name}, {}
@@ -312,11 +372,14 @@ class EndpointController:
         The entry names who asked (the caller's actor, else the endpoint), why and for which rollout
         (its correlation id), and the fingerprint of the control credential used.
         """
+        await self._append(kind, subject, evidence)
+        _atomic_write(self.folder / "endpoint.json", json.dumps(after.to_dict(), indent=2))
+        self.state = after
+
+    async def _append(self, kind: str, subject: dict, evidence: dict) -> None:
         evidence = {**evidence, **self._change, "acted_by": acted_by(credential=self._credential)}
         actor = self._change.get("actor") or self.gov.actor
         await asyncio.to_thread(self.gov.ledger.append, kind, subject=subject, evidence=evidence, actor=actor)
-        _atomic_write(self.folder / "endpoint.json", json.dumps(after.to_dict(), indent=2))
-        self.state = after
 
 
 def _version_of(model: str, registered: str) -> str:
