@@ -453,6 +453,9 @@ def test_a_deployment_whose_lineage_broke_stays_down_after_restart_while_the_oth
     data = bytearray(stored.read_bytes())
     data[-10] ^= 0x01
     stored.write_bytes(bytes(data))
+    # the endpoint's own verified copy would still serve (tests/test_endpoint_outage.py): without it,
+    # the version must come from the registry again, whose bytes no longer match the ledger
+    shutil.rmtree(state / "endpoints" / "test-ep" / "models" / "v2", ignore_errors=True)
     again = LocalEndpoint.start(Settings(state_dir=state), "test-ep", export_interval=0.5)
     try:
         client = again.client()

@@ -27,6 +27,7 @@ from pathlib import Path
 from nerops.actors import acted_by
 from nerops.errors import LineageError, NeropsError, RegistryError
 from nerops.governance import Governance
+from nerops.serving.copies import LocalCopies
 from nerops.serving.credentials import ControlKeys
 from nerops.serving.pool import RESERVED_VARIABLES, DeploymentPool, PoolSettings, PoolStartError
 from nerops.serving.state import (
@@ -114,6 +115,7 @@ class EndpointController:
         self.gov = governance
         self.pool_settings = pool_settings or PoolSettings()
         self.keys = EndpointKeys(folder / "keys.json")
+        self.copies = LocalCopies(folder / "models", governance)
         self.control_keys = control_keys
         self.pools: dict[str, DeploymentPool] = {}
         self.down: dict[str, str] = {}  # deployments that could not start, with why
@@ -258,10 +260,12 @@ class EndpointController:
         # a deployment that takes traffic keeps its version; the same spec again restarts a down one
         if existing and existing != spec and (self.state.traffic.get(name) or self.state.mirror.get(name)):
             raise ControlError(409, "has_traffic", f"deployment {name!r} takes traffic: deploy to a new name instead")
-        info = await asyncio.to_thread(self.gov.registry.get_version, version)
-        if info.stage != "prod":
+        stage = (await asyncio.to_thread(self.gov.state)).stage(version)  # from the ledger: no registry needed
+        if stage is None:
+            raise ControlError(409, "not_found", f"{self.gov.model} has no version {version} in the ledger")
+        if stage != "prod":
             raise ControlError(
-                409, "not_prod", f"v{version} is tagged stage={info.stage}: only stage=prod versions may take traffic"
+                409, "not_prod", f"v{version} is tagged stage={stage}: only stage=prod versions may take traffic"
             )
         if name in self._provisioning:
             raise ControlError(409, "operation_in_progress", f"deployment {name!r} is being created or replaced")
@@ -320,6 +324,8 @@ class EndpointController:
             operation.update(provisioning_state="Succeeded")
         if old:
             await old.stop()
+        serving = {spec.model_version for spec in self.state.deployments.values()}
+        await asyncio.to_thread(self.copies.prune, serving)
 
     async def _delete_deployment(self, name: str) -> tuple[int, dict, dict[str, str]]:
         if name in self._provisioning:
@@ -349,8 +355,8 @@ class EndpointController:
     # --- helpers ----------------------------------------------------------------------------------
 
     async def _start_pool(self, spec: DeploymentSpec) -> DeploymentPool:
-        try:
-            model_dir = await asyncio.to_thread(self.gov.check_lineage, spec.model_version, self.folder / "models")
+        try:  # a verified local copy, or a fresh download when the registry answers
+            model_dir = await asyncio.to_thread(self.copies.get, spec.model_version)
         except (LineageError, RegistryError) as exc:
             raise ControlError(409, "lineage", f"deployment {spec.name!r}: {exc}") from exc
         pool = DeploymentPool(
