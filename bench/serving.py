@@ -2,6 +2,8 @@
 
 (a) ``telemetry``: the scoring path (validate, predict, summarise) with telemetry on against off,
     interleaved in rounds over the same CVs; the ratio is what monitoring costs in throughput.
+(a') ``telemetry_end_to_end``: two identical endpoints, telemetry on and off, loaded in turn at
+    concurrency 8 in interleaved rounds; the median ratio with a bootstrap interval.
 (b) ``throughput``: the local endpoint (one worker process per core) at concurrency 1, 4 and 8
     against ``mlflow models serve`` of the same registered version with the same number of worker
     processes (and, a second row, its default single worker), driven by the same load generator
@@ -271,16 +273,80 @@ def bench_throughput(version: str, texts: list[str]) -> dict[str, object]:
     }
 
 
+def bench_end_to_end(version: str, texts: list[str], rounds: int = 24, requests: int = 320) -> dict[str, object]:
+    """What monitoring costs where it is paid: endpoint throughput at a saturating load (concurrency 8)
+    with telemetry on against an identical endpoint with it off (NEROPS_TELEMETRY_ENABLED=false), both
+    up at once and loaded in turn, the order alternating per round; the interval is a bootstrap over
+    the rounds' ratios."""
+    import random
+
+    from nerops.serving.client import LocalEndpoint
+    from nerops.settings import Settings, get_settings
+
+    workers = os.cpu_count() or 2
+    state = get_settings().state
+    endpoints = {}
+    try:
+        for arm, enabled in (("on", "true"), ("off", "false")):
+            os.environ["NEROPS_TELEMETRY_ENABLED"] = enabled
+            ep = LocalEndpoint.start(Settings(state_dir=state), f"bench-{arm}", export_interval=5.0)
+            endpoints[arm] = ep
+            client = ep.client()
+            client.create_deployment("blue", version, instance_count=workers)
+            client.set_traffic({"blue": 100})
+        os.environ.pop("NEROPS_TELEMETRY_ENABLED", None)
+
+        def measure(arm: str) -> float:
+            ep = endpoints[arm]
+            return asyncio.run(
+                _load(f"{ep.url}/score", lambda t: {"text": t}, texts, concurrency=8, requests=requests,
+                      headers={"Authorization": f"Bearer {ep.key}"})
+            )  # fmt: skip
+
+        measure("on"), measure("off")  # warm up both
+        ratios, on_rates, off_rates = [], [], []
+        for i in range(rounds):
+            order = ("on", "off") if i % 2 else ("off", "on")
+            rates = {arm: measure(arm) for arm in order}
+            on_rates.append(rates["on"])
+            off_rates.append(rates["off"])
+            ratios.append(rates["on"] / rates["off"])
+            console.print(f"round {i + 1}/{rounds}: on {rates['on']:.1f}, off {rates['off']:.1f} requests/s")
+    finally:
+        os.environ.pop("NEROPS_TELEMETRY_ENABLED", None)
+        for ep in endpoints.values():
+            ep.stop()
+    rng = random.Random(0)
+    boot = sorted(statistics.median(rng.choices(ratios, k=len(ratios))) for _ in range(4000))
+    low, high = boot[int(0.025 * len(boot))], boot[int(0.975 * len(boot)) - 1]
+    ratio = statistics.median(ratios)
+    return {
+        "rounds": rounds,
+        "requests_per_round": requests,
+        "concurrency": 8,
+        "worker_processes": workers,
+        "telemetry_on_per_s": round(statistics.median(on_rates), 2),
+        "telemetry_off_per_s": round(statistics.median(off_rates), 2),
+        "ratio_on_over_off": round(ratio, 4),
+        "ratio_ci95": [round(low, 4), round(high, 4)],
+        "cost_percent": round(100 * (1 - ratio), 2),
+        "cost_percent_upper_bound": round(100 * (1 - low), 2),
+        "target_cost_upper_bound_percent_at_most": 1.0,
+    }
+
+
 def main() -> None:
     with tempfile.TemporaryDirectory(prefix="nerops-bench-") as tmp:
         version, texts = _prepare(Path(tmp))
         telemetry = bench_telemetry(version, texts)
+        end_to_end = bench_end_to_end(version, texts)
         throughput = bench_throughput(version, texts)
     report = {
         "benchmark": "serving",
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
         "telemetry": telemetry,
+        "telemetry_end_to_end": end_to_end,
         "throughput": throughput,
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
@@ -294,6 +360,19 @@ def main() -> None:
         f"{telemetry['ratio_on_over_off']:.4f}", f"{telemetry['cost_percent']:.2f} %",
         f"{telemetry['direct_cost_percent']:.2f} % ({telemetry['telemetry_us_per_request']:.0f} us/request)",
         "<= 1 %",
+    )  # fmt: skip
+    console.print(table)
+    e2e = end_to_end
+    table = Table(
+        title="(a') the endpoint at concurrency 8, telemetry on vs off (requests/s; median of interleaved rounds)"
+    )
+    for column in ("telemetry on", "telemetry off", "on / off (95 % CI)", "cost", "cost, upper bound", "target"):
+        table.add_column(column)
+    low, high = e2e["ratio_ci95"]
+    table.add_row(
+        f"{e2e['telemetry_on_per_s']:.1f}", f"{e2e['telemetry_off_per_s']:.1f}",
+        f"{e2e['ratio_on_over_off']:.3f} ({low:.3f}-{high:.3f})", f"{e2e['cost_percent']:.1f} %",
+        f"{e2e['cost_percent_upper_bound']:.1f} %", "upper bound <= 1 %",
     )  # fmt: skip
     console.print(table)
     table = Table(title=f"(b) throughput (requests/s; one CV per request; {os.cpu_count()} cores)")

@@ -392,3 +392,35 @@ def test_a_traffic_change_during_a_deployment_start_does_not_wait_for_it(endpoin
     assert status["provisioning_state"] == "Succeeded" and status["ready"] == 2
     assert "starting" in client.read().state["deployments"]
     client.delete_deployment("starting")
+
+
+def test_an_endpoint_with_telemetry_off_serves_and_records_nothing(state: Path, monkeypatch: pytest.MonkeyPatch):
+    """The 'off' arm of the monitoring-cost benchmark: the same endpoint, no telemetry written."""
+    import sqlite3
+
+    def rows(endpoint: str) -> int:
+        store = state / "telemetry" / "telemetry.db"
+        if not store.exists():
+            return 0
+        with contextlib.closing(sqlite3.connect(store)) as db:
+            tables = ("system_points", "model_points", "watermarks")
+            return sum(
+                db.execute(f"SELECT COUNT(*) FROM {t} WHERE endpoint = ?", (endpoint,)).fetchone()[0] for t in tables
+            )
+
+    for enabled, name in (("false", "quiet-ep"), ("true", "loud-ep")):
+        monkeypatch.setenv("NEROPS_TELEMETRY_ENABLED", enabled)
+        ep = LocalEndpoint.start(Settings(state_dir=state), name, export_interval=0.2)
+        try:
+            ep.client().create_deployment("blue", "1")
+            ep.client().set_traffic({"blue": 100})
+            assert all(_post_to(ep, "Ann Lee ann@example.com").status_code == 200 for _ in range(5))
+            time.sleep(1.0)  # five export intervals
+        finally:
+            ep.stop()
+    assert rows("quiet-ep") == 0, "nothing was written for the endpoint with telemetry off"
+    assert rows("loud-ep") > 0, "the same steps with telemetry on write points"
+
+
+def _post_to(ep: LocalEndpoint, text: str) -> httpx.Response:
+    return httpx.post(f"{ep.url}/score", json={"text": text}, headers={"Authorization": f"Bearer {ep.key}"})

@@ -325,7 +325,7 @@ def endpoint() -> None:
 
 
 def _endpoint_client(name: str):
-    from nerops.serving.port import endpoint_control
+    from nerops.serving.factory import endpoint_control
 
     return endpoint_control(get_settings(), name)
 

@@ -55,6 +55,9 @@ class Settings(BaseSettings):
         default=None, description="While rotating: the previous control credential, still accepted."
     )
 
+    telemetry_enabled: bool = Field(
+        default=True, description="Local endpoint: record telemetry (false only to measure what it costs)."
+    )
     endpoint_request_timeout_s: float = Field(
         default=30.0, gt=0, description="Local endpoint: a worker that answers nothing for this long gives a 504."
     )

@@ -298,6 +298,7 @@ def main(argv: list[str] | None = None) -> None:
     from nerops.lifecycle import open_governance
     from nerops.settings import get_settings
     from nerops.telemetry import local_telemetry
+    from nerops.telemetry.disabled import DisabledTelemetry
 
     parser = argparse.ArgumentParser(description="Run a local online endpoint.")
     parser.add_argument("--name", default="resume-ner")
@@ -320,8 +321,12 @@ def main(argv: list[str] | None = None) -> None:
         pool_settings=PoolSettings.from_settings(settings),
         control_keys=ControlKeys(control_keys(settings)),
     )
-    telemetry = local_telemetry(
-        settings.state / "telemetry" / "telemetry.db", endpoint=args.name, export_interval_s=args.export_interval
+    telemetry = (
+        local_telemetry(
+            settings.state / "telemetry" / "telemetry.db", endpoint=args.name, export_interval_s=args.export_interval
+        )
+        if settings.telemetry_enabled
+        else DisabledTelemetry()
     )
     app = build_app(controller, telemetry, seed=settings.endpoint_routing_seed)
     Path(folder / "endpoint.url").write_text(f"http://{args.host}:{args.port}\n")

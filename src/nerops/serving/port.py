@@ -1,18 +1,16 @@
-"""The endpoint-control port: what a rollout controller needs of an online endpoint, and its factory.
+"""The endpoint-control port: what a rollout controller needs of an online endpoint.
 
 ``EndpointClient`` (the local endpoint over HTTP) implements it; an Azure ML managed online endpoint
-adapter will implement it again. Every write says who asks, why and for which rollout (:class:`Change`),
-and a traffic change names the ETag of the state its decision was based on, so a concurrent change
-is refused (412) instead of overwritten.
+adapter will implement it again; :func:`nerops.serving.factory.endpoint_control` picks one by
+settings. Every write says who asks, why and for which rollout (:class:`Change`), and a traffic
+change names the ETag of the state its decision was based on, so a concurrent change is refused
+(412) instead of overwritten.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Protocol
-
-from nerops.errors import ConfigurationError
-from nerops.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -57,20 +55,3 @@ class EndpointControl(Protocol):
     ) -> dict: ...
 
     def delete_deployment(self, name: str, *, change: Change | None = None) -> dict: ...
-
-
-def endpoint_control(settings: Settings, name: str | None = None) -> EndpointControl:
-    """The control client of endpoint ``name`` (default: the registered model's production endpoint)."""
-    from nerops.serving.client import EndpointClient
-    from nerops.serving.credentials import control_key
-
-    name = name or settings.endpoint_of()
-    folder = settings.state / "endpoints" / name
-    url_file = folder / "endpoint.url"
-    if not url_file.exists():
-        raise ConfigurationError(f"endpoint {name!r} has never run here: start it with `nerops endpoint serve`")
-    keys = folder / "keys.json"
-    import json
-
-    scoring = json.loads(keys.read_text())["primary"] if keys.exists() else ""
-    return EndpointClient(url_file.read_text().strip(), scoring, control_key=control_key(settings))

@@ -7,6 +7,7 @@ Recording (the endpoint's side)
     metrics.py      the instrument catalogue: names, kinds, units, buckets, traffic classes, *_sumsq
     exporter.py     LocalStoreExporter: OTel delta points -> store rows, with watermark and loss
     loss.py         LossCounter, sidecar files, recovering writers that died
+    disabled.py     DisabledTelemetry: the same calls, recording nothing (only to measure the cost)
 Storing and reading
     buckets.py      sparse buckets, Aggregate (count, sum, sum of squares, min, max), quantile: pure
     points.py       Point: one stored row

@@ -1,0 +1,31 @@
+"""Telemetry switched off: the endpoint's calls, recording nothing."""
+
+from __future__ import annotations
+
+from nerops.telemetry.records import RequestRecord
+
+
+class DisabledTelemetry:
+    """The endpoint's telemetry calls, recording nothing (``NEROPS_TELEMETRY_ENABLED=false``).
+
+    For measuring what monitoring costs (``bench/serving.py``) and nothing else: with it, every alert
+    rule and the rollout judge read ``error`` (no watermark), never ``healthy``.
+    """
+
+    def record_request(self, record: RequestRecord) -> None:
+        return None
+
+    def record_documents(self, **kwargs: object) -> None:
+        return None
+
+    def record_agreement(self, **kwargs: object) -> None:
+        return None
+
+    def record_mirror_dropped(self, **kwargs: object) -> None:
+        return None
+
+    def flush(self, timeout_millis: float = 10_000) -> bool:
+        return True
+
+    def shutdown(self) -> None:
+        return None
