@@ -97,9 +97,9 @@ def doc_features(
     base = [
         _token_features(doc, token, word, kind, hidden) for token, word, kind in zip(tokens, words, kinds, strict=True)
     ]
-    shapes = [token.shape_ for token in tokens]
+    shapes = [feats[0][6:] for feats in base]  # "shape=..." comes first
     bols = [feats[-1] for feats in base]
-    in_name = [token.i in name_tokens for token in tokens]
+    in_name = [token.i in name_tokens for token in tokens] if name_tokens else [False] * n
     sections = _sections(doc, tokens)
     extra: list[list[str]] = [[] for _ in tokens]
     if gazetteer is not None:
@@ -143,7 +143,9 @@ def _token_features(
     feats = [f"shape={token.shape_}", f"len={min(len(text), 12)}"]
     if word is not None:
         feats.append(f"lower={word}")
-        if kind is None:
+        if kind is None and not hidden:  # prediction: nothing is hidden
+            feats += [f"pre3={word[:3]}", f"suf3={word[-3:]}", f"suf2={word[-2:]}"]
+        elif kind is None:
             # an affix of another word can spell a short hidden name ("dan" in "dance"): left out too
             affixes = (("pre3", word[:3]), ("suf3", word[-3:]), ("suf2", word[-2:]))
             feats += [f"{name}={affix}" for name, affix in affixes if affix not in hidden]
