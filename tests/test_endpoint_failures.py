@@ -424,3 +424,16 @@ def test_an_endpoint_with_telemetry_off_serves_and_records_nothing(state: Path, 
 
 def _post_to(ep: LocalEndpoint, text: str) -> httpx.Response:
     return httpx.post(f"{ep.url}/score", json={"text": text}, headers={"Authorization": f"Bearer {ep.key}"})
+
+
+def test_every_answer_carries_its_own_request_id(endpoint: LocalEndpoint):
+    answers = [
+        _post(endpoint, "Ann Lee ann@example.com"),  # 200
+        httpx.post(f"{endpoint.url}/score", json={"text": "x"}),  # 401
+        httpx.get(f"{endpoint.url}/nowhere"),  # 404
+        httpx.get(f"{endpoint.url}/control/endpoint", headers={"Authorization": f"Bearer {endpoint.key}"}),  # 403
+        httpx.get(f"{endpoint.url}/health"),  # 200
+    ]
+    assert [a.status_code for a in answers] == [200, 401, 404, 403, 200]
+    ids = [a.headers["x-request-id"] for a in answers]
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids) and len(set(ids)) == len(ids)

@@ -22,9 +22,11 @@ import json
 import logging
 import random
 import time
+import uuid
 from pathlib import Path
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -286,7 +288,29 @@ def build_app(
         routes=routes,
         lifespan=lifespan,
         exception_handlers={404: not_found, 405: not_allowed, 500: server_error},
+        middleware=[Middleware(RequestIds)],
     )
+
+
+class RequestIds:
+    """Every answer carries ``x-request-id`` (a random id, never derived from the request): callers and
+    operators can name a request in a report without quoting it."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = uuid.uuid4().hex.encode()
+
+        async def send_with_id(message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id)]
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
 
 
 def main(argv: list[str] | None = None) -> None:
