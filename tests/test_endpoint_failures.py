@@ -30,6 +30,7 @@ FAST = {
     "NEROPS_ENDPOINT_HEALTH_INTERVAL_S": "0.2",  # a silent worker is killed after about 6 x 0.2 s
     "NEROPS_ENDPOINT_RESTART_BACKOFF_S": "0.2",
     "NEROPS_ENDPOINT_START_ATTEMPTS": "3",
+    "NEROPS_ENDPOINT_MAX_MIRROR_IN_FLIGHT": "1",  # the mirror bound, reached at once
 }
 
 
@@ -437,3 +438,33 @@ def test_every_answer_carries_its_own_request_id(endpoint: LocalEndpoint):
     assert [a.status_code for a in answers] == [200, 401, 404, 403, 200]
     ids = [a.headers["x-request-id"] for a in answers]
     assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids) and len(set(ids)) == len(ids)
+
+
+def test_mirror_copies_beyond_the_bound_are_dropped_and_counted(endpoint: LocalEndpoint, state: Path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from nerops.telemetry.store import TelemetryStore
+
+    client = endpoint.client()
+    client.create_deployment("shadow", "1")
+    since = time.time() - 1
+    try:
+        client.set_traffic({"blue": 100}, {"shadow": 50})
+        with ThreadPoolExecutor(8) as callers:  # eight at once; one copy may be in flight
+            codes = list(callers.map(lambda _: _post_to(endpoint, "Ann Lee ann@example.com").status_code, range(48)))
+        assert set(codes) == {200}, "live answers never wait for copies"
+        time.sleep(2.0)  # the copies end; a few export intervals
+    finally:
+        client.set_traffic({"blue": 100}, {})
+        client.delete_deployment("shadow")
+    store = TelemetryStore(state / "telemetry" / "telemetry.db")
+    try:
+        until = time.time() + 60
+        dropped = store.aggregate(
+            "system", "mirror_dropped_count", since, until, deployment="shadow", traffic=["mirror"]
+        )
+        copies = store.aggregate("system", "request_count", since, until, deployment="shadow", traffic=["mirror"])
+    finally:
+        store.close()
+    assert dropped.sum > 0, "copies beyond the bound are dropped and counted"
+    assert copies.sum > 0, "copies within the bound are served"

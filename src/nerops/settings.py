@@ -73,6 +73,9 @@ class Settings(BaseSettings):
     endpoint_routing_seed: int | None = Field(
         default=None, description="Local endpoint: seed of the random assignment of requests (tests); unset: random."
     )
+    endpoint_max_mirror_in_flight: int = Field(
+        default=64, ge=1, description="Local endpoint: mirror copies in flight at most; beyond, dropped and counted."
+    )
     endpoint_start_attempts: int = Field(
         default=4, ge=1, description="Local endpoint: failed starts in a row before a deployment is marked down."
     )

@@ -63,11 +63,17 @@ class ScoringRoute:
     """POST /score: authenticate, read the body within limits, pick a deployment, forward, measure."""
 
     def __init__(
-        self, controller: EndpointController, telemetry: Telemetry, limits: Limits, seed: int | None = None
+        self,
+        controller: EndpointController,
+        telemetry: Telemetry,
+        limits: Limits,
+        seed: int | None = None,
+        max_shadows: int = MAX_SHADOWS_IN_FLIGHT,
     ) -> None:
         self.controller = controller
         self.telemetry = telemetry
         self.limits = limits
+        self.max_shadows = max_shadows
         self._rng = random.Random(seed)
         self._picker: TrafficPicker | None = None
         self._mirror: MirrorPicker | None = None
@@ -120,7 +126,7 @@ class ScoringRoute:
             return response
         if not pinned and traffic_class == "live":
             for shadow in mirror.pick():
-                if len(self._background) >= MAX_SHADOWS_IN_FLIGHT:  # never queue without bound: count the drop
+                if len(self._background) >= self.max_shadows:  # never queue without bound: count the drop
                     self._mirror_dropped(shadow)
                     continue
                 copy = self._shadow(shadow, body, request.headers.get("content-type", ""), response)
@@ -224,10 +230,16 @@ async def _read_limited(request: Request, limit: int) -> bytes:
 
 
 def build_app(
-    controller: EndpointController, telemetry: Telemetry, limits: Limits = Limits(), *, seed: int | None = None
+    controller: EndpointController,
+    telemetry: Telemetry,
+    limits: Limits = Limits(),
+    *,
+    seed: int | None = None,
+    max_shadows: int = MAX_SHADOWS_IN_FLIGHT,
 ) -> Starlette:
-    """The endpoint's ASGI app; ``seed`` makes the random assignment of requests repeatable."""
-    scoring = ScoringRoute(controller, telemetry, limits, seed)
+    """The endpoint's ASGI app; ``seed`` makes the random assignment of requests repeatable, ``max_shadows``
+    bounds the mirror copies in flight (beyond it they are dropped and counted)."""
+    scoring = ScoringRoute(controller, telemetry, limits, seed, max_shadows)
 
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok", "endpoint": controller.state.name, "deployments": len(controller.pools)})
@@ -352,7 +364,9 @@ def main(argv: list[str] | None = None) -> None:
         if settings.telemetry_enabled
         else DisabledTelemetry()
     )
-    app = build_app(controller, telemetry, seed=settings.endpoint_routing_seed)
+    app = build_app(
+        controller, telemetry, seed=settings.endpoint_routing_seed, max_shadows=settings.endpoint_max_mirror_in_flight
+    )
     Path(folder / "endpoint.url").write_text(f"http://{args.host}:{args.port}\n")
     uvicorn.run(
         app, host=args.host, port=args.port, log_level="warning", access_log=False, http="httptools", loop="uvloop"
