@@ -198,3 +198,31 @@ def test_the_gate_refuses_a_model_that_fails_the_audit(planted, tracking_uri: st
 
     unaudited, _ = run_gate(gov, version, docs, policy, test_sha256="0" * 64, personal=None)
     assert [check.name for check in unaudited.checks if not check.passed] == ["privacy_audit"]
+
+
+def test_a_name_of_a_cv_left_out_by_train_fraction_stays_out_too(tmp_path: Path):
+    """'Quillfeather' is a name in one CV and, unlabelled, a word in another: rare outside names either way."""
+    rng = random.Random(5)
+    bodies = {f"{i:02d}.xml": synthetic_cv(rng) for i in range(10)}
+    config = get_config("quick", max_iterations=3, train_fraction=0.3)
+    order = sorted(bodies)  # the subset train_model takes: sorted names, shuffled with the config's seed
+    random.Random(config.seed).shuffle(order)
+    inside, outside = order[0], order[-1]
+    bodies[outside] = bodies[outside].replace('"\n', f'  References: {label("Name", "Oren Quillfeather")}"\n')
+    mention = "  Volunteer at the Quillfeather trust; Quillfeather grant, 2019."  # twice: over the min. frequency
+    bodies[inside] = bodies[inside].replace('"\n', mention + '"\n')
+    train_zip = write_zip(tmp_path / "train.zip", {name: cv_xml(body) for name, body in bodies.items()}, "train")
+    docs = read_corpus(train_zip)
+    meta = train_model(docs, config, tmp_path / "model")
+    assert meta["train_documents"] == 3
+    strings = _feature_strings_of(tmp_path / "model")
+    assert not [s for s in strings if "quillfeather" in s], "the word is hidden, though its Name CV was not used"
+    assert audit_folder(tmp_path / "model", PersonalStrings.from_documents(docs)).ok
+
+
+def _feature_strings_of(model: Path) -> list[str]:
+    tagger = pycrfsuite.Tagger()
+    tagger.open(str(model / "pipeline/nerops_crf_ner/model.crfsuite"))
+    strings = [*tagger.info().attributes, *json.loads((model / "pipeline/vocab/strings.json").read_text())]
+    tagger.close()
+    return [s.lower() for s in strings]

@@ -169,7 +169,8 @@ def train_model(
     if not train_docs:
         raise ModelError("no training documents")
     started = time.perf_counter()
-    docs = sorted(train_docs, key=lambda d: d.name)
+    every = sorted(train_docs, key=lambda d: d.name)
+    docs = list(every)
     if config.train_fraction < 1:
         import random
 
@@ -181,9 +182,11 @@ def train_model(
     reader = components.blank_pipeline()
     aligned = [align(reader, document, report) for document in docs]
     names = [name_spans(doc, document) for (doc, _), document in zip(aligned, docs, strict=True)]
-    # names of the dev CVs too: the whole training zip's names stay out of the model files
+    # the names of every training CV (those a train_fraction leaves out too) and of the dev CVs: a
+    # name of one CV can be an ordinary-looking word in another, and none may reach the model files
     named = [(doc, spans) for (doc, _), spans in zip(aligned, names, strict=True)]
-    for document in dev_docs:
+    used = {document.name for document in docs}
+    for document in [*(d for d in every if d.name not in used), *dev_docs]:
         doc = reader.make_doc(document.text)
         named.append((doc, name_spans(doc, document)))
     hidden = hidden_words(named)
