@@ -21,6 +21,7 @@ import re
 import secrets
 import shutil
 import tempfile
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -79,6 +80,14 @@ class EndpointKeys:
         return ok_primary or ok_secondary
 
 
+@dataclass(frozen=True)
+class Who:
+    """Who asks for a control change: actor, reason, correlation id (the headers) and the credential used."""
+
+    change: dict[str, str]
+    credential: str | None
+
+
 class EndpointBusyError(NeropsError):
     """Another process already serves this endpoint."""
 
@@ -121,8 +130,6 @@ class EndpointController:
         self.down: dict[str, str] = {}  # deployments that could not start, with why
         self.socket_dir = Path(tempfile.mkdtemp(prefix="nerops-sock-"))
         self._lock = asyncio.Lock()
-        self._credential: str | None = None  # the key of the control request being handled (recorded by fingerprint)
-        self._change: dict[str, str] = {}  # who asks, why, and for which rollout (the request's headers)
         self.operations: dict[str, dict] = {}  # deployment name -> its last create/replace operation
         self._provisioning: dict[str, asyncio.Task] = {}
 
@@ -172,12 +179,11 @@ class EndpointController:
         if len(body) > MAX_CONTROL_BODY:
             raise ControlError(413, "payload_too_large", f"control bodies are at most {MAX_CONTROL_BODY} bytes")
         async with self._lock:
-            self._credential = credential
-            self._change = _change_headers(headers)
+            who = Who(_change_headers(headers), credential)
             if parts == ["endpoint"] and method == "GET":
                 return 200, self.describe(), {"ETag": self.state.etag()}
             if parts == ["endpoint"] and method == "PUT":
-                return await self._put_endpoint(_json(body), headers.get("if-match"))
+                return await self._put_endpoint(_json(body), headers.get("if-match"), who)
             if parts == ["deployments"] and method == "GET":
                 return 200, {"deployments": [p.status() for p in self.pools.values()]}, {}
             if len(parts) == 2 and parts[0] == "deployments":
@@ -185,9 +191,9 @@ class EndpointController:
                 if method == "GET":
                     return 200, self.deployment_status(name), {}
                 if method == "PUT":
-                    return await self._put_deployment(name, _json(body))
+                    return await self._put_deployment(name, _json(body), who)
                 if method == "DELETE":
-                    return await self._delete_deployment(name)
+                    return await self._delete_deployment(name, who)
         raise ControlError(404, "not_found", f"no control route {method} /control/{path}")
 
     def deployment_status(self, name: str) -> dict[str, object]:
@@ -214,7 +220,7 @@ class EndpointController:
             "operations": {name: dict(op) for name, op in self.operations.items()},
         }
 
-    async def _put_endpoint(self, data: dict, if_match: str | None) -> tuple[int, dict, dict[str, str]]:
+    async def _put_endpoint(self, data: dict, if_match: str | None, who: Who) -> tuple[int, dict, dict[str, str]]:
         if if_match and if_match.strip('"') != self.state.etag():
             raise ControlError(412, "precondition_failed", "the endpoint changed since you read it: read it again")
         unknown = set(data) - {"traffic", "mirror"}
@@ -234,10 +240,11 @@ class EndpointController:
                     "before": {"traffic": before.traffic, "mirror": before.mirror},
                     "after": {"traffic": after.traffic, "mirror": after.mirror},
                 },
+                who,
             )
         return 200, self.describe(), {"ETag": self.state.etag()}
 
-    async def _put_deployment(self, name: str, data: dict) -> tuple[int, dict, dict[str, str]]:
+    async def _put_deployment(self, name: str, data: dict, who: Who) -> tuple[int, dict, dict[str, str]]:
         unknown = set(data) - {"model", "instance_count", "environment_variables"}
         if unknown:
             raise ControlError(400, "invalid_change", f"unknown fields {sorted(unknown)}")
@@ -277,7 +284,6 @@ class EndpointController:
             "error": None,
         }
         self.operations[name] = operation
-        who = (dict(self._change), self._credential)
         task = asyncio.create_task(
             self._provision(spec, existing is not None, operation, who), name=f"provision-{name}"
         )
@@ -285,7 +291,7 @@ class EndpointController:
         task.add_done_callback(lambda _: self._provisioning.pop(name, None))
         return 202, dict(operation), {"Location": f"/control/deployments/{name}"}
 
-    async def _provision(self, spec: DeploymentSpec, replaced: bool, operation: dict, who) -> None:
+    async def _provision(self, spec: DeploymentSpec, replaced: bool, operation: dict, who: Who) -> None:
         """Start the deployment's workers outside the control lock (traffic changes go on meanwhile), then commit."""
         name, version = spec.name, spec.model_version
         subject = {"model": self.gov.model, "version": version, "endpoint": self.state.name, "deployment": name}
@@ -294,18 +300,16 @@ class EndpointController:
         except (ControlError, PoolStartError) as exc:  # nothing of it is left running; an old pool still serves
             status, code = (exc.status, exc.code) if isinstance(exc, ControlError) else (503, "deployment_failed")
             async with self._lock:
-                self._credential, self._change = who[1], who[0]
                 running = self.pools.get(name)
                 if running is None or running.down_reason:
                     self.down[name] = str(exc)
                 evidence = {"model": spec.model, "instance_count": spec.instance_count, "reason": str(exc)}
-                await self._append("deployment_failed", subject, evidence)
+                await self._append("deployment_failed", subject, evidence, who)
                 operation.update(
                     provisioning_state="Failed", error={"status": status, "code": code, "message": str(exc)}
                 )
             return
         async with self._lock:
-            self._credential, self._change = who[1], who[0]
             try:
                 after = with_deployment(self.state, spec)  # the state of now: traffic may have moved meanwhile
             except EndpointRuleError as exc:
@@ -320,14 +324,14 @@ class EndpointController:
             evidence = {"model": spec.model, "instance_count": spec.instance_count, "replaced": replaced}
             if spec.environment_variables:
                 evidence["environment_variables"] = sorted(spec.environment_variables)  # names only: may be secret
-            await self._commit(after, "deployment_created", subject, evidence)
+            await self._commit(after, "deployment_created", subject, evidence, who)
             operation.update(provisioning_state="Succeeded")
         if old:
             await old.stop()
         serving = {spec.model_version for spec in self.state.deployments.values()}
         await asyncio.to_thread(self.copies.prune, serving)
 
-    async def _delete_deployment(self, name: str) -> tuple[int, dict, dict[str, str]]:
+    async def _delete_deployment(self, name: str, who: Who) -> tuple[int, dict, dict[str, str]]:
         if name in self._provisioning:
             raise ControlError(409, "operation_in_progress", f"deployment {name!r} is being created: wait, then delete")
         self.operations.pop(name, None)
@@ -345,7 +349,7 @@ class EndpointController:
             "endpoint": self.state.name,
             "deployment": name,
         }
-        await self._commit(after, "deployment_deleted", subject, {"model": spec.model})
+        await self._commit(after, "deployment_deleted", subject, {"model": spec.model}, who)
         pool = self.pools.pop(name, None)
         self.down.pop(name, None)
         if pool:
@@ -372,19 +376,19 @@ class EndpointController:
         await pool.start()
         return pool
 
-    async def _commit(self, after: EndpointState, kind: str, subject: dict, evidence: dict) -> None:
+    async def _commit(self, after: EndpointState, kind: str, subject: dict, evidence: dict, who: Who) -> None:
         """Ledger entry first (the commit point), then the saved state.
 
         The entry names who asked (the caller's actor, else the endpoint), why and for which rollout
         (its correlation id), and the fingerprint of the control credential used.
         """
-        await self._append(kind, subject, evidence)
+        await self._append(kind, subject, evidence, who)
         _atomic_write(self.folder / "endpoint.json", json.dumps(after.to_dict(), indent=2))
         self.state = after
 
-    async def _append(self, kind: str, subject: dict, evidence: dict) -> None:
-        evidence = {**evidence, **self._change, "acted_by": acted_by(credential=self._credential)}
-        actor = self._change.get("actor") or self.gov.actor
+    async def _append(self, kind: str, subject: dict, evidence: dict, who: Who) -> None:
+        evidence = {**evidence, **who.change, "acted_by": acted_by(credential=who.credential)}
+        actor = who.change.get("actor") or self.gov.actor
         await asyncio.to_thread(self.gov.ledger.append, kind, subject=subject, evidence=evidence, actor=actor)
 
 
