@@ -34,11 +34,12 @@ Time windows are half-open ``(start, end]``: a row stamped ``t`` summarises ``(t
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import threading
 import time as _time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from nerops.telemetry.metrics import TABLES, kind_of, table_of
@@ -141,27 +142,34 @@ class TelemetryStore(StoreReads):
         points, loss = list(points), list(loss)
         if self.readonly:
             raise TelemetryStoreError(f"{self.path} is open read-only")
+        with self._transaction(f"cannot write to the telemetry store {self.path}") as conn:
+            if watermark is not None:
+                points, late = _split_late(conn, points, watermark)
+                loss += late
+                _upsert_watermark(conn, watermark)
+            written = self._insert(conn, points)
+            conn.executemany(
+                "INSERT INTO telemetry_loss VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(x.writer, x.endpoint, x.kind, x.signal, x.count, x.start, x.end) for x in loss],
+            )
+        return written
+
+    @contextlib.contextmanager
+    def _transaction(self, failure: str) -> Iterator[sqlite3.Connection]:
+        """One ``BEGIN IMMEDIATE`` transaction under the lock: committed, or rolled back on any error; SQLite's
+        errors become ``TelemetryStoreError(failure: ...)``."""
         with self._lock:
             conn = self._connection()
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 try:
-                    if watermark is not None:
-                        points, late = _split_late(conn, points, watermark)
-                        loss += late
-                        _upsert_watermark(conn, watermark)
-                    written = self._insert(conn, points)
-                    conn.executemany(
-                        "INSERT INTO telemetry_loss VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        [(x.writer, x.endpoint, x.kind, x.signal, x.count, x.start, x.end) for x in loss],
-                    )
+                    yield conn
                     conn.execute("COMMIT")
                 except BaseException:
                     conn.execute("ROLLBACK")
                     raise
             except sqlite3.Error as exc:
-                raise TelemetryStoreError(f"cannot write to the telemetry store {self.path}: {exc}") from exc
-        return written
+                raise TelemetryStoreError(f"{failure}: {exc}") from exc
 
     def _insert(self, conn: sqlite3.Connection, points: Sequence[Point]) -> int:
         by_table: dict[str, list[tuple[object, ...]]] = {table: [] for table in TABLES.values()}
@@ -181,22 +189,12 @@ class TelemetryStore(StoreReads):
         if self.readonly:
             raise TelemetryStoreError(f"{self.path} is open read-only")
         written = 0
-        with self._lock:
-            conn = self._connection()
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    for table, table_rows in rows.items():
-                        if table_rows:
-                            conn.executemany(INSERT[table_of(table)], table_rows)
-                            written += len(table_rows)
-                    conn.executemany("INSERT OR IGNORE INTO metrics_catalog VALUES (?, ?)", sorted(set(catalog)))
-                    conn.execute("COMMIT")
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
-            except sqlite3.Error as exc:
-                raise TelemetryStoreError(f"cannot write to the telemetry store {self.path}: {exc}") from exc
+        with self._transaction(f"cannot write to the telemetry store {self.path}") as conn:
+            for table, table_rows in rows.items():
+                if table_rows:
+                    conn.executemany(INSERT[table_of(table)], table_rows)
+                    written += len(table_rows)
+            conn.executemany("INSERT OR IGNORE INTO metrics_catalog VALUES (?, ?)", sorted(set(catalog)))
         return written
 
     # -- the metrics-source port (nerops.telemetry.source.MetricsSource)
@@ -232,23 +230,11 @@ class TelemetryStore(StoreReads):
             return 0
         cutoff = (_time.time() if now is None else now) - self.retention_days * 86400.0
         deleted = 0
-        with self._lock:
-            conn = self._connection()
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    for kind, metric in conn.execute("SELECT kind, metric FROM metrics_catalog").fetchall():
-                        cursor = conn.execute(
-                            f"DELETE FROM {TABLES[kind]} WHERE metric = ? AND time < ?", (metric, cutoff)
-                        )
-                        deleted += cursor.rowcount
-                    conn.execute("COMMIT")
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
-            except sqlite3.Error as exc:
-                raise TelemetryStoreError(f"retention on the telemetry store {self.path} failed: {exc}") from exc
-            self._last_retention = _time.monotonic()
+        with self._transaction(f"retention on the telemetry store {self.path} failed") as conn:
+            for kind, metric in conn.execute("SELECT kind, metric FROM metrics_catalog").fetchall():
+                cursor = conn.execute(f"DELETE FROM {TABLES[kind]} WHERE metric = ? AND time < ?", (metric, cutoff))
+                deleted += cursor.rowcount
+        self._last_retention = _time.monotonic()
         return deleted
 
     def maybe_apply_retention(self, now: float | None = None, *, every_s: float = RETENTION_EVERY_S) -> int:
