@@ -308,6 +308,7 @@ class EndpointController:
                 operation.update(
                     provisioning_state="Failed", error={"status": status, "code": code, "message": str(exc)}
                 )
+                self._provisioning.pop(name, None)
             return
         async with self._lock:
             try:
@@ -317,6 +318,7 @@ class EndpointController:
                 operation.update(
                     provisioning_state="Failed", error={"status": 409, "code": "conflict", "message": str(exc)}
                 )
+                self._provisioning.pop(name, None)
                 return
             old = self.pools.pop(name, None)
             self.pools[name] = pool  # the new workers serve before the old ones stop: no gap
@@ -326,6 +328,7 @@ class EndpointController:
                 evidence["environment_variables"] = sorted(spec.environment_variables)  # names only: may be secret
             await self._commit(after, "deployment_created", subject, evidence, who)
             operation.update(provisioning_state="Succeeded")
+            self._provisioning.pop(name, None)  # done as reported: a DELETE may follow at once
         if old:
             await old.stop()
         serving = {spec.model_version for spec in self.state.deployments.values()}
