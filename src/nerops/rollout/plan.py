@@ -1,0 +1,193 @@
+"""A profile of the policy turned into the step plan the state machine walks, checked, and its preview.
+
+    readiness (0 %, smoke requests pinned by header)
+      -> shadow (0 %, a share of live requests mirrored to the candidate; optional)
+      -> canary steps (e.g. 5 -> 25 -> 50 %)
+      -> bake (100 %, a share mirrored to the old deployment, kept warm)
+      -> retire the old deployment, move ``champion``
+
+Every step has a minimum bake (``wait``), an absolute ``deadline`` and the action taken at it
+(``on_deadline``). :func:`preview` answers "how long can this take, and does my traffic reach the
+minimum samples in time?" before a rollout starts.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+from nerops.rollout.policy import HardFailure, MetricPolicy, Pause, PolicyError, PolicyFile
+from nerops.telemetry.durations import format_duration
+
+StepKind = Literal["readiness", "shadow", "canary", "bake"]
+
+
+@dataclass(frozen=True)
+class Step:
+    index: int
+    kind: StepKind
+    weight: int  # the candidate's share of live traffic, %
+    mirror: int  # % of live requests copied: to the candidate (shadow) or to the old deployment (bake)
+    wait: float  # minimum bake, s (0: none, readiness)
+    deadline: float  # s after the step starts
+    on_deadline: str
+    smoke_requests: int = 0
+
+    @property
+    def label(self) -> str:
+        return {"readiness": "readiness", "shadow": f"shadow {self.mirror}%", "bake": "bake 100%"}.get(
+            self.kind, f"canary {self.weight}%"
+        )
+
+
+@dataclass(frozen=True)
+class Plan:
+    profile: str
+    interval: float
+    alpha: float
+    steps: tuple[Step, ...]
+    metrics: tuple[MetricPolicy, ...]
+    hard_failures: tuple[HardFailure, ...]
+    pause: Pause
+    instances: int
+    policy_sha256: str = ""
+
+    @property
+    def weights(self) -> list[int]:
+        return [step.weight for step in self.steps]
+
+    def alpha_of(self, metric: MetricPolicy) -> float:
+        return self.alpha * metric.alpha_share
+
+    def instances_for(self, weight: int) -> int:
+        """The candidate's instances when it takes ``weight`` %: proportional, at least one."""
+        return max(1, math.ceil(self.instances * weight / 100))
+
+
+def build_plan(policy: PolicyFile, profile: str, *, policy_sha256: str = "") -> Plan:
+    """The plan of one profile, validated (:class:`PolicyError` names the profile and the step)."""
+    if profile not in policy.profiles:
+        raise PolicyError(f"unknown rollout profile {profile!r}: choose from {', '.join(sorted(policy.profiles))}")
+    p = policy.profiles[profile]
+    r = p.readiness
+    steps: list[Step] = [Step(0, "readiness", 0, 0, 0.0, r.deadline, r.on_deadline, r.smoke_requests)]
+    if p.shadow is not None:
+        s = p.shadow
+        steps.append(Step(len(steps), "shadow", 0, s.mirror, s.wait, s.deadline, s.on_deadline))
+    for step in p.steps:
+        kind: StepKind = "bake" if step.weight == 100 else "canary"
+        mirror = p.bake.mirror if kind == "bake" else 0
+        steps.append(Step(len(steps), kind, step.weight, mirror, step.wait, step.deadline, step.on_deadline))
+    if steps[-1].kind != "bake":
+        b = p.bake
+        steps.append(Step(len(steps), "bake", 100, b.mirror, b.wait, b.deadline, b.on_deadline))
+    metrics = tuple(
+        metric.model_copy(update={"min_samples": p.min_samples[metric.name]})
+        if metric.name in p.min_samples
+        else metric
+        for metric in policy.metrics
+    )
+    plan = Plan(
+        profile,
+        p.interval,
+        policy.alpha,
+        tuple(steps),
+        metrics,
+        tuple(policy.hard_failures),
+        p.pause,
+        p.instances,
+        policy_sha256,
+    )
+    problems = validate(plan)
+    if problems:
+        raise PolicyError(f"rollout profile {profile!r}: {len(problems)} problem(s)\n  " + "\n  ".join(problems))
+    return plan
+
+
+def validate(plan: Plan) -> list[str]:
+    """What is wrong with a plan: weights rise and end at 100, waits >= the interval, deadlines >= waits."""
+    problems: list[str] = []
+    traffic = [step for step in plan.steps if step.kind in ("canary", "bake")]
+    weights = [step.weight for step in traffic]
+    if any(b <= a for a, b in zip(weights, weights[1:], strict=False)):
+        problems.append(f"weights must rise from step to step: {' -> '.join(map(str, weights))}")
+    if [step.kind for step in traffic].count("bake") != 1 or weights[-1] != 100:
+        problems.append(f"the last step must be 100 % (the bake), once: {' -> '.join(map(str, weights))}")
+    for step in plan.steps:
+        name = f"step {step.index} ({step.label})"
+        if step.kind != "readiness" and step.wait < plan.interval:
+            problems.append(
+                f"{name}: wait {format_duration(step.wait)} is shorter than the judge's interval "
+                f"{format_duration(plan.interval)}: the judge would not look once"
+            )
+        if step.deadline < max(step.wait, plan.interval):
+            problems.append(
+                f"{name}: deadline {format_duration(step.deadline)} comes before its wait "
+                f"{format_duration(max(step.wait, plan.interval))} ends"
+            )
+    if plan.pause.deadline < plan.interval:
+        problems.append(f"pause: deadline {format_duration(plan.pause.deadline)} is shorter than the interval")
+    return problems
+
+
+@dataclass(frozen=True)
+class PreviewRow:
+    step: Step
+    candidate_per_minute: float  # requests the candidate answers (live or mirrored)
+    stable_per_minute: float
+    reached_at: float | None  # s after the step starts when every enforced minimum is met (None: not by the deadline)
+    needed: int  # the largest enforced minimum (per arm, whole rollout)
+
+
+def preview(plan: Plan, rate: float) -> tuple[list[PreviewRow], float]:
+    """Per step at ``rate`` requests/s: traffic per arm and when the minimum samples are met; the worst case total.
+
+    The judge keeps one test per metric for the whole rollout, so samples add up across steps.
+    """
+    if rate <= 0:
+        raise PolicyError(f"request rate must be positive, not {rate}")
+    needed = max((m.min_samples for m in plan.metrics if m.enforced and m.two_arms), default=0)
+    rows: list[PreviewRow] = []
+    have_c = have_s = 0.0
+    for step in plan.steps:
+        per_s_c = rate * (step.weight if step.kind != "shadow" else step.mirror) / 100
+        per_s_s = rate * (100 - step.weight if step.kind != "bake" else step.mirror) / 100
+        reached: float | None = None
+        if step.kind != "readiness":
+            gaps = [max(0.0, needed - have_c) / per_s_c if per_s_c else math.inf]
+            gaps.append(max(0.0, needed - have_s) / per_s_s if per_s_s else math.inf)
+            at = max(gaps)
+            reached = at if at <= step.deadline else None
+            lasts = step.wait if reached is None or reached <= step.wait else reached  # waits for the minimum
+            lasts = step.deadline if reached is None else lasts
+            have_c += per_s_c * lasts
+            have_s += per_s_s * lasts
+        rows.append(PreviewRow(step, per_s_c * 60, per_s_s * 60, reached, needed))
+    return rows, sum(step.deadline for step in plan.steps)
+
+
+def render_preview(plan: Plan, rate: float) -> str:
+    """The preview as text, one line per step, ending with the worst-case total time."""
+    rows, worst = preview(plan, rate)
+    lines = [
+        f"profile {plan.profile}: judge every {format_duration(plan.interval)}, alpha {plan.alpha:g}, "
+        f"at {rate:g} requests/s; enforced minimum {rows[0].needed} samples per arm (whole rollout)"
+    ]
+    for row in rows:
+        s = row.step
+        timing = f"wait {format_duration(s.wait)}, deadline {format_duration(s.deadline)} -> {s.on_deadline}"
+        if s.kind == "readiness":
+            lines.append(f"  {s.index}. {s.label:<12} {s.smoke_requests} smoke requests; {timing}")
+            continue
+        met = "minimum met" + (
+            " already" if not row.reached_at else f" after {format_duration(math.ceil(row.reached_at))}"
+        )
+        if row.reached_at is None:
+            met = "MINIMUM NOT MET by the deadline: send probe traffic or lower min_samples"
+        lines.append(
+            f"  {s.index}. {s.label:<12} candidate {row.candidate_per_minute:.1f}/min, "
+            f"stable {row.stable_per_minute:.1f}/min; {timing}; {met}"
+        )
+    lines.append(f"worst case total: {format_duration(worst)} (every step to its deadline)")
+    return "\n".join(lines)
