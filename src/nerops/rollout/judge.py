@@ -43,9 +43,9 @@ def _tests(metric: MetricPolicy, cells: list[Cell], label: str | None) -> tuple[
             if metric.kind == "agreement"
             else (metric.numerator or "", metric.denominator or "")
         )
-        c = counts(cells, num, den)
+        c = counts(cells, num, den, metric.two_arms)
         if metric.kind == "agreement":
-            c["x_c"] = c["e_c"] - counts(cells, m.AGREEMENT_EXACT_DOCUMENTS, num)["x_c"]
+            c["x_c"] = c["e_c"] - counts(cells, m.AGREEMENT_EXACT_DOCUMENTS, num, False)["x_c"]
         shown = _shown(c["x_c"], c["e_c"], c.get("x_s"), c.get("e_s"))
         if metric.kind != "rate":
             return (lambda side, bound: _last(sq.proportion_test(c["x_c"], c["e_c"], bound))), shown
@@ -72,7 +72,7 @@ def _tests(metric: MetricPolicy, cells: list[Cell], label: str | None) -> tuple[
             "candidate_samples": float(a.sum()),
             "stable_samples": float(b.sum()),
         }
-    data = moments(cells, metric.metric or "", label)
+    data = moments(cells, metric.metric or "", label, metric.two_arms)
     if data is None:
         return None
     shown = _shown(data["sum_c"], data["n_c"], data.get("sum_s"), data.get("n_s"))
@@ -168,35 +168,29 @@ def evaluate(metric: MetricPolicy, index: Index, plan: Plan) -> Iterator[MetricE
         few = shown["candidate_samples"] < metric.min_samples or (
             metric.two_arms and (shown["stable_samples"] or 0.0) < metric.min_samples
         )
+        measured = index.measured_now(metric)
         for worse, bound, equal, equal_bound in sides:
             log_e = test(worse, bound)
             equivalence = math.exp(min(test(equal, equal_bound), 700.0)) if metric.require_equivalence else None
             tested = _tested(metric, worse, bound)
+            e_value, bar = math.exp(min(log_e, 700.0)), math.exp(limit)
             status: Status = "healthy"
-            if few:
-                status, reason = (
-                    "no_data",
-                    (
-                        f"{name}: {shown['candidate_samples']:g} candidate / {shown['stable_samples'] or 0:g} stable "
-                        f"samples, fewer than the minimum {metric.min_samples} per arm"
-                    ),
-                )
+            if few and not measured:
+                reason = f"{name}: not measured in this step (reads {', '.join(metric.traffic)})"
+            elif few:
+                count = f"{shown['candidate_samples']:g} candidate / {shown['stable_samples'] or 0:g} stable samples"
+                status, reason = "no_data", f"{name}: {count}, fewer than the minimum {metric.min_samples} per arm"
             elif log_e >= limit:
-                status, reason = (
-                    "unhealthy",
-                    f"{name}: {tested} (e-value {math.exp(min(log_e, 700.0)):.3g} >= {math.exp(limit):.3g})",
-                )
-            elif equivalence is not None and equivalence < math.exp(limit):
+                status, reason = "unhealthy", f"{name}: {tested} (e-value {e_value:.3g} >= {bar:.3g})"
+            elif equivalence is not None and equivalence < bar:
                 status, reason = "inconclusive", f"{name}: within the margin not shown yet (e-value {equivalence:.3g})"
             else:
-                reason = (
-                    f"{name}: not shown {tested} (e-value {math.exp(min(log_e, 700.0)):.3g} < {math.exp(limit):.3g})"
-                )
+                reason = f"{name}: not shown {tested} (e-value {e_value:.3g} < {bar:.3g})"
             yield MetricEvidence(
                 tested=tested,
                 status=status,
                 reason=reason,
-                e_value=math.exp(min(log_e, 700.0)),
+                e_value=e_value,
                 equivalence_e_value=equivalence,
                 **shown,
                 **base,

@@ -22,7 +22,7 @@ traffic and mirror first, then the evidence, then the version's tag, then scalin
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Literal
 
 from nerops.rollout.actions import (
@@ -238,3 +238,19 @@ def _end(plan: Plan, state: RolloutState, now: float, phase: Phase, why: str, no
         actions.append(TagVersion(state.version, "archived", "rolled_back"))
     actions.append(Scale(state.candidate, 0))
     return ended, noted + tuple(actions)
+
+
+def state_to_dict(state: RolloutState) -> dict[str, object]:
+    """The state as plain JSON values: what the flow saves after every step."""
+    data = asdict(state)
+    data["steps"] = [asdict(span) for span in state.steps]
+    data["weights"] = list(state.weights)
+    return data
+
+
+def state_from_dict(data: dict[str, object]) -> RolloutState:
+    """The inverse of :func:`state_to_dict` (a resumed run continues from it, deadlines unchanged)."""
+    values = dict(data)
+    values["steps"] = tuple(StepSpan(**span) for span in values.get("steps", ()))  # type: ignore[union-attr]
+    values["weights"] = tuple(values.get("weights", (0,)))  # type: ignore[arg-type]
+    return RolloutState(**values)  # type: ignore[arg-type]

@@ -84,6 +84,18 @@ class Index:
                         self.row(s_cls, look.stable, start, end),
                     )
 
+    def measured_now(self, metric: MetricPolicy) -> bool:
+        """Whether the current step gives this metric anything to read (latency has nothing in a shadow step)."""
+        look, classes = self.look, set(metric.traffic)
+        if not look.steps:
+            return False
+        kind = look.steps[-1].kind
+        if not metric.two_arms:
+            own = {"shadow": {"mirror"}, "canary": {"live"}, "bake": {"live"}}.get(kind, set())
+            return bool(classes & (own | ({"probe"} if "probe" in look.series else set())))
+        pairs = (*PAIRINGS[kind], *((PROBE_PAIR,) if "probe" in look.series else ()))
+        return any({c, s} <= classes for c, s in pairs)
+
     def labels(self, metric: MetricPolicy) -> tuple[str, ...]:
         if self.look.labels is not None:
             return self.look.labels
@@ -91,15 +103,15 @@ class Index:
         return tuple(sorted(found))
 
 
-def counts(cells: list[Cell], numerator: str, denominator: str) -> dict[str, np.ndarray]:
+def counts(cells: list[Cell], numerator: str, denominator: str, two_arms: bool = True) -> dict[str, np.ndarray]:
     """Events and exposure per stratum: ``x_c, e_c`` (and ``x_s, e_s`` for two arms)."""
     out = {
         "x_c": np.array([c.candidate.total(numerator) for c in cells], dtype=float),
         "e_c": np.array([c.candidate.total(denominator) for c in cells], dtype=float),
     }
-    if cells and cells[0].stable is not None:
-        out["x_s"] = np.array([c.stable.total(numerator) for c in cells], dtype=float)
-        out["e_s"] = np.array([c.stable.total(denominator) for c in cells], dtype=float)
+    if two_arms:
+        out["x_s"] = np.array([c.stable.total(numerator) if c.stable else 0.0 for c in cells], dtype=float)
+        out["e_s"] = np.array([c.stable.total(denominator) if c.stable else 0.0 for c in cells], dtype=float)
     return out
 
 
@@ -110,7 +122,9 @@ def _aggregate(row: ArmInterval, metric: str, label: str | None) -> Aggregate:
     return Aggregate(count=row.documents, sum=counted.sum, sumsq=counted.sumsq)
 
 
-def moments(cells: list[Cell], metric: str, label: str | None = None) -> dict[str, np.ndarray] | None:
+def moments(
+    cells: list[Cell], metric: str, label: str | None = None, two_arms: bool = True
+) -> dict[str, np.ndarray] | None:
     """Count, sum and sum of squares per stratum and arm; None when a stratum with data has no squares."""
     out: dict[str, list[float]] = {key: [] for key in ("n_c", "sum_c", "sq_c", "n_s", "sum_s", "sq_s")}
     for cell in cells:
@@ -123,7 +137,7 @@ def moments(cells: list[Cell], metric: str, label: str | None = None) -> dict[st
             out[f"n_{suffix}"].append(agg.count)
             out[f"sum_{suffix}"].append(agg.sum)
             out[f"sq_{suffix}"].append(agg.sumsq or 0.0)
-    return {key: np.array(values, dtype=float) for key, values in out.items() if values or key.endswith("_c")}
+    return {key: np.array(values, dtype=float) for key, values in out.items() if two_arms or key.endswith("_c")}
 
 
 def dense_buckets(agg: Aggregate, bounds: tuple[float, ...]) -> np.ndarray:
@@ -137,8 +151,9 @@ def dense_buckets(agg: Aggregate, bounds: tuple[float, ...]) -> np.ndarray:
 
 def buckets(cells: list[Cell], metric: str) -> tuple[np.ndarray, np.ndarray]:
     bounds = m.metric_spec(metric).bounds
-    a = np.array([dense_buckets(c.candidate.get(metric), bounds) for c in cells]).reshape(len(cells), -1)
-    b = np.array([dense_buckets(c.stable.get(metric), bounds) for c in cells if c.stable]).reshape(len(cells), -1)
+    width = len(bounds) + 1
+    a = np.array([dense_buckets(c.candidate.get(metric), bounds) for c in cells]).reshape(len(cells), width)
+    b = np.array([dense_buckets(c.stable.get(metric), bounds) for c in cells if c.stable]).reshape(len(cells), width)
     return a, b
 
 
