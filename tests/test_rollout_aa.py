@@ -31,8 +31,12 @@ def resampling_traffic(rng, documents, rate, *, latency_factor=1.0):
         picked = rng.choice(pool, rng.poisson(rate * (end - start)))
         to_candidate = rng.random(picked.size) < state.weight / 100
         copied = rng.random(picked.size) < state.mirror / 100
-        out = {"live": [rows(CAND, start, end, picked[to_candidate], latency_factor),
-                        rows(STAB, start, end, picked[~to_candidate])]}  # fmt: skip
+        out = {
+            "live": [
+                rows(CAND, start, end, picked[to_candidate], latency_factor),
+                rows(STAB, start, end, picked[~to_candidate]),
+            ]
+        }
         if state.mirror and step.kind == "shadow":
             shadow = picked[copied]
             out["mirror"] = [rows(CAND, start, end, shadow, latency_factor, compared=shadow.size, differing=0)]
@@ -64,8 +68,9 @@ def test_the_same_traffic_with_a_slower_candidate_is_rolled_back(demo_plan):
     rolled = 0
     for seed in range(10):
         rng = np.random.default_rng(1000 + seed)
-        run = drive(demo_plan, resampling_traffic(rng, documents, rate=8.0, latency_factor=2.0), candidate=CAND,
-                    stable=STAB)  # fmt: skip
+        run = drive(
+            demo_plan, resampling_traffic(rng, documents, rate=8.0, latency_factor=2.0), candidate=CAND, stable=STAB
+        )
         rolled += run.state.phase == "rolled_back"
         if run.state.phase == "rolled_back":
             assert "latency" in run.state.ending

@@ -36,8 +36,23 @@ def documents(rng, n, *, latency=40.0, entities=1.0, drop=None, errors=0.0):
     return {"latencies": lat, "labels": docs, "errors": failed}
 
 
-def make_look(plan, *, seed=0, intervals=12, rate=120, weight=50, kind="canary", now=None, wait_until=None,
-              candidate=None, mirror=0, loss=(), source_error=None, live=True, **extra):  # fmt: skip
+def make_look(
+    plan,
+    *,
+    seed=0,
+    intervals=12,
+    rate=120,
+    weight=50,
+    kind="canary",
+    now=None,
+    wait_until=None,
+    candidate=None,
+    mirror=0,
+    loss=(),
+    source_error=None,
+    live=True,
+    **extra,
+):
     rng = np.random.default_rng(seed)
     rows = {"live": [], "mirror": []}
     for i in range(intervals):
@@ -52,8 +67,17 @@ def make_look(plan, *, seed=0, intervals=12, rate=120, weight=50, kind="canary",
     if not live:
         built.pop("live")
     now = end if now is None else now
-    return Look(now, CAND, STAB, (StepSpan(1, kind, 0.0),), wait_until if wait_until is not None else now, built,
-                source_error=source_error, labels=LABELS, **extra)  # fmt: skip
+    return Look(
+        now,
+        CAND,
+        STAB,
+        (StepSpan(1, kind, 0.0),),
+        wait_until if wait_until is not None else now,
+        built,
+        source_error=source_error,
+        labels=LABELS,
+        **extra,
+    )
 
 
 def by_name(verdict):
@@ -134,8 +158,10 @@ def test_a_watermark_behind_the_window_is_error():
     policy, _ = load_policy()
     plan = build_plan(policy, "production")
     look = make_look(plan)
-    behind = {cls: series(s.rows, start=0, end=s.end, step=STEP, traffic_class=cls, watermark=s.end - 30)
-              for cls, s in look.series.items()}  # fmt: skip
+    behind = {
+        cls: series(s.rows, start=0, end=s.end, step=STEP, traffic_class=cls, watermark=s.end - 30)
+        for cls, s in look.series.items()
+    }
     verdict = judge(Look(look.now, CAND, STAB, look.steps, look.wait_until, behind, labels=LABELS), plan)
     assert verdict.status == "error" and "watermark" in verdict.reason
 
@@ -153,9 +179,15 @@ def test_a_dry_run_metric_is_reported_but_never_decides(plan):
     for i in range(10):
         rows.append(arm_interval(i * STEP, (i + 1) * STEP, CAND, compared=40, differing=39))
     look = make_look(plan, kind="canary")
-    look = Look(look.now, CAND, STAB, look.steps, look.wait_until,
-                {**look.series, "probe": series(rows, start=0, end=600, step=STEP, traffic_class="probe")},
-                labels=LABELS)  # fmt: skip
+    look = Look(
+        look.now,
+        CAND,
+        STAB,
+        look.steps,
+        look.wait_until,
+        {**look.series, "probe": series(rows, start=0, end=600, step=STEP, traffic_class="probe")},
+        labels=LABELS,
+    )
     verdict = judge(look, plan)
     agreement = by_name(verdict)["shadow-agreement"]
     assert agreement.mode == "dry_run" and agreement.status == "unhealthy"
@@ -183,9 +215,13 @@ def test_the_statistic_is_recomputed_from_the_whole_series_so_a_resumed_look_rep
 def test_require_equivalence_holds_the_verdict_at_inconclusive_until_the_bound_is_inside_the_margin():
     policy, _ = load_policy()
     strict = policy.model_copy(
-        update={"metrics": [m.model_copy(update={"require_equivalence": True}) if m.name == "latency-mean" else m
-                            for m in policy.metrics]}
-    )  # fmt: skip
+        update={
+            "metrics": [
+                m.model_copy(update={"require_equivalence": True}) if m.name == "latency-mean" else m
+                for m in policy.metrics
+            ]
+        }
+    )
     plan = build_plan(strict, "production")
     small = judge(make_look(plan, intervals=3, rate=70), plan)
     assert small.status == "inconclusive" and "within the margin not shown yet" in small.reason
@@ -195,8 +231,13 @@ def test_require_equivalence_holds_the_verdict_at_inconclusive_until_the_bound_i
 
 @pytest.mark.parametrize(
     ("statuses", "expected"),
-    [([200, 200, 200], "healthy"), ([200, 503, 200], "unhealthy"), ([200, None, 200], "error"),
-     ([200, 404, 200], "unhealthy"), ([200], "error")],
-)  # fmt: skip
+    [
+        ([200, 200, 200], "healthy"),
+        ([200, 503, 200], "unhealthy"),
+        ([200, None, 200], "error"),
+        ([200, 404, 200], "unhealthy"),
+        ([200], "error"),
+    ],
+)
 def test_readiness_from_smoke_answers(statuses, expected):
     assert smoke_verdict(statuses, required=3, now=0.0).status == expected

@@ -100,7 +100,8 @@ def test_on_deadline_rollback_archives_like_an_unhealthy_verdict():
     policy, _ = load_policy()
     profile = policy.profiles["production"]
     steps = [s.model_copy(update={"on_deadline": "rollback"}) for s in profile.steps]
-    changed = policy.model_copy(update={"profiles": {**policy.profiles, "production": profile.model_copy(update={"steps": steps})}})
+    production = profile.model_copy(update={"steps": steps})
+    changed = policy.model_copy(update={"profiles": {**policy.profiles, "production": production}})
     plan = build_plan(changed, "production")
     state, log, _ = run(plan, lambda i, s: "healthy" if i == 0 else "no_data")
     assert state.phase == "rolled_back" and TagVersion("7", "archived", "rolled_back") in log
@@ -140,9 +141,7 @@ def test_an_indefinite_pause_waits_and_resume_shifts_the_deadlines_by_the_time_p
     assert command(plan, resumed, Command("resume", "ops@host", "again"), now)[1] == ()  # idempotent
 
 
-@pytest.mark.parametrize(
-    ("verb", "phase", "tagged"), [("rollback", "rolled_back", True), ("abort", "aborted", False)]
-)
+@pytest.mark.parametrize(("verb", "phase", "tagged"), [("rollback", "rolled_back", True), ("abort", "aborted", False)])
 def test_manual_rollback_and_abort(plan, verb, phase, tagged):
     state, _, now = run(plan, lambda i, s: "healthy", until=60 + 600 + 120)
     ended, actions = command(plan, state, Command(verb, "ops@host", "customer report"), now)

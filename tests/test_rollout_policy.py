@@ -47,14 +47,22 @@ def edit(text, change):
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (lambda r: r["profiles"]["production"]["steps"].__setitem__(1, {"weight": 3, "wait": "10m", "deadline": "30m"}),
-         "weights must rise from step to step: 5 -> 3 -> 50 -> 100"),
-        (lambda r: r["profiles"]["production"]["steps"][0].__setitem__("wait", "30s"),
-         "step 1 (canary 5%): wait 30s is shorter than the judge's interval 1m"),
-        (lambda r: r["profiles"]["production"]["steps"][0].__setitem__("deadline", "5m"),
-         "step 1 (canary 5%): deadline 5m comes before its wait 10m ends"),
+        (
+            lambda r: r["profiles"]["production"]["steps"].__setitem__(
+                1, {"weight": 3, "wait": "10m", "deadline": "30m"}
+            ),
+            "weights must rise from step to step: 5 -> 3 -> 50 -> 100",
+        ),
+        (
+            lambda r: r["profiles"]["production"]["steps"][0].__setitem__("wait", "30s"),
+            "step 1 (canary 5%): wait 30s is shorter than the judge's interval 1m",
+        ),
+        (
+            lambda r: r["profiles"]["production"]["steps"][0].__setitem__("deadline", "5m"),
+            "step 1 (canary 5%): deadline 5m comes before its wait 10m ends",
+        ),
     ],
-)  # fmt: skip
+)
 def test_an_invalid_plan_is_refused_naming_the_profile_and_the_step(shipped, change, message):
     policy = parse_policy(edit(shipped[1], change))
     with pytest.raises(PolicyError, match="rollout profile 'production'") as raised:
@@ -89,3 +97,16 @@ def test_a_file_that_is_not_yaml_or_missing_says_so(tmp_path):
         load_policy(tmp_path / "missing.yaml")
     with pytest.raises(PolicyError, match="unknown rollout profile 'staging'"):
         build_plan(load_policy()[0], "staging")
+
+
+def test_rollout_plan_command_previews_a_profile_and_refuses_an_unknown_one():
+    from click.testing import CliRunner
+
+    from nerops.cli import main
+
+    runner = CliRunner()
+    shown = runner.invoke(main, ["rollout", "plan", "--profile", "production", "--rate", "2"])
+    assert shown.exit_code == 0, shown.output
+    assert "1. canary 5%    candidate 6.0/min" in shown.output and "worst case total: 2h15m" in shown.output
+    refused = runner.invoke(main, ["rollout", "plan", "--profile", "staging"])
+    assert refused.exit_code == 2 and "unknown rollout profile 'staging'" in refused.output

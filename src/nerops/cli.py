@@ -451,5 +451,26 @@ def dashboard(out: Path | None, hours: float, name: str) -> None:
     click.echo(str(write_monitoring_dashboard(get_settings(), out=out, hours=hours, endpoint=name)))
 
 
+@main.group()
+def rollout() -> None:
+    """Progressive rollouts: the plan of a profile (the flows that run it come with progressive-rollout)."""
+
+
+@rollout.command("plan")
+@click.option("--profile", default=None, help="production, demo or test (default: NEROPS_ROLLOUT_PROFILE).")
+@click.option("--rate", type=float, default=2.0, show_default=True, help="Live requests per second to plan for.")
+@click.option("--policy", "policy_path", type=click.Path(path_type=Path), default=None, help="Policy file.")
+def rollout_plan(profile: str | None, rate: float, policy_path: Path | None) -> None:
+    """Validate the rollout policy and preview a profile: steps, worst-case time, when minimum samples are met."""
+    from nerops.rollout.plan import build_plan, render_preview
+    from nerops.rollout.policy import load_policy, policy_sha256
+
+    settings = get_settings()
+    policy, text = load_policy(policy_path or settings.rollout_policy)
+    plan = build_plan(policy, profile or settings.rollout_profile, policy_sha256=policy_sha256(text))
+    click.echo(render_preview(plan, rate))
+    click.echo(f"policy sha256 {plan.policy_sha256}")
+
+
 if __name__ == "__main__":
     main()

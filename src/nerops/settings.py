@@ -10,6 +10,7 @@ import os
 import socket
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -78,6 +79,12 @@ class Settings(BaseSettings):
     )
     endpoint_start_attempts: int = Field(
         default=4, ge=1, description="Local endpoint: failed starts in a row before a deployment is marked down."
+    )
+    rollout_profile: Literal["production", "demo", "test"] = Field(
+        default="production", description="Rollouts: the profile of rollouts/policy.yaml that sets the durations."
+    )
+    rollout_policy: Path | None = Field(
+        default=None, description="Rollouts: the policy file (default: rollouts/policy.yaml of the project)."
     )
 
     @cached_property
