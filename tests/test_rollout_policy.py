@@ -110,3 +110,12 @@ def test_rollout_plan_command_previews_a_profile_and_refuses_an_unknown_one():
     assert "1. canary 5%    candidate 6.0/min" in shown.output and "worst case total: 2h15m" in shown.output
     refused = runner.invoke(main, ["rollout", "plan", "--profile", "staging"])
     assert refused.exit_code == 2 and "unknown rollout profile 'staging'" in refused.output
+
+
+def test_the_preview_does_not_hold_a_shadow_step_for_latency_it_cannot_measure(shipped):
+    plan = build_plan(shipped[0], "demo")
+    rows, _ = preview(plan, rate=2.0)
+    shadow, canary = rows[1], rows[2]
+    assert shadow.step.kind == "shadow" and shadow.reached_at == pytest.approx(30.0)  # 30 mirrored at 1/s
+    # latency is first measured at 25 %: 30 samples at 0.5 request/s
+    assert canary.step.weight == 25 and canary.reached_at == pytest.approx(60.0)

@@ -140,30 +140,55 @@ class PreviewRow:
     needed: int  # the largest enforced minimum (per arm, whole rollout)
 
 
-def preview(plan: Plan, rate: float) -> tuple[list[PreviewRow], float]:
-    """Per step at ``rate`` requests/s: traffic per arm and when the minimum samples are met; the worst case total.
+# Which traffic class each arm is read in, per step kind (probes aside): see nerops.rollout.strata.
+READ_AS = {"shadow": ("mirror", "live"), "canary": ("live", "live"), "bake": ("live", "mirror")}
 
-    The judge keeps one test per metric for the whole rollout, so samples add up across steps.
+
+def _per_second(step: Step, metric: MetricPolicy, rate: float) -> tuple[float, float]:
+    """Samples per second each arm gives ``metric`` in ``step`` (0 where the step does not measure it)."""
+    if step.kind not in READ_AS:
+        return 0.0, 0.0
+    c_cls, s_cls = READ_AS[step.kind]
+    c = rate * (step.mirror if step.kind == "shadow" else step.weight) / 100
+    s = rate * (step.mirror if step.kind == "bake" else 100 - step.weight) / 100
+    if not metric.two_arms:
+        return (c, 0.0) if c_cls in metric.traffic else (0.0, 0.0)
+    return (c, s) if {c_cls, s_cls} <= set(metric.traffic) else (0.0, 0.0)
+
+
+def preview(plan: Plan, rate: float) -> tuple[list[PreviewRow], float]:
+    """Per step at ``rate`` live requests/s (no probes): traffic per arm and when every enforced metric
+    the step measures has its minimum samples; and the worst case total.
+
+    The judge keeps one test per metric for the whole rollout, so samples add up across steps; a metric
+    a step cannot measure (latency in a shadow step) does not hold that step.
     """
     if rate <= 0:
         raise PolicyError(f"request rate must be positive, not {rate}")
-    needed = max((m.min_samples for m in plan.metrics if m.enforced and m.two_arms), default=0)
+    enforced = [m for m in plan.metrics if m.enforced]
+    have = {m.name: [0.0, 0.0] for m in enforced}
     rows: list[PreviewRow] = []
-    have_c = have_s = 0.0
     for step in plan.steps:
-        per_s_c = rate * (step.weight if step.kind != "shadow" else step.mirror) / 100
-        per_s_s = rate * (100 - step.weight if step.kind != "bake" else step.mirror) / 100
+        flows = {m.name: _per_second(step, m, rate) for m in enforced}
         reached: float | None = None
         if step.kind != "readiness":
-            gaps = [max(0.0, needed - have_c) / per_s_c if per_s_c else math.inf]
-            gaps.append(max(0.0, needed - have_s) / per_s_s if per_s_s else math.inf)
-            at = max(gaps)
-            reached = at if at <= step.deadline else None
-            lasts = step.wait if reached is None or reached <= step.wait else reached  # waits for the minimum
-            lasts = step.deadline if reached is None else lasts
-            have_c += per_s_c * lasts
-            have_s += per_s_s * lasts
-        rows.append(PreviewRow(step, per_s_c * 60, per_s_s * 60, reached, needed))
+            gaps = [0.0]
+            for metric in enforced:
+                (c, s), (got_c, got_s) = flows[metric.name], have[metric.name]
+                if not c:
+                    continue
+                gaps.append(max(0.0, metric.min_samples - got_c) / c)
+                if metric.two_arms:
+                    gaps.append(max(0.0, metric.min_samples - got_s) / s if s else math.inf)
+            reached = max(gaps) if max(gaps) <= step.deadline else None
+            lasts = step.deadline if reached is None else max(step.wait, reached)  # a step waits for its minimum
+            for metric in enforced:
+                have[metric.name][0] += flows[metric.name][0] * lasts
+                have[metric.name][1] += flows[metric.name][1] * lasts
+        live_c = rate * (step.mirror if step.kind == "shadow" else step.weight) / 100
+        live_s = rate * (step.mirror if step.kind == "bake" else 100 - step.weight) / 100
+        needed = max((m.min_samples for m in enforced), default=0)
+        rows.append(PreviewRow(step, live_c * 60, live_s * 60, reached, needed))
     return rows, sum(step.deadline for step in plan.steps)
 
 
