@@ -157,3 +157,48 @@ def test_threshold_refuses_an_alpha_outside_zero_and_one():
     assert sq.threshold(0.01) == pytest.approx(math.log(100))
     with pytest.raises(ValueError, match="alpha"):
         sq.threshold(1.5)
+
+
+def overdispersed_null(rng, runs=2000, looks=60):
+    """A small candidate arm (about 5 per interval) and a large stable one, skewed counts with the same law."""
+    n_c, n_s = rng.poisson(5, (runs, looks)), rng.poisson(50, (runs, looks))
+
+    def sums(n):
+        draws = rng.negative_binomial(3.5, 3.5 / 33.5, size=(*n.shape, n.max())).astype(float)
+        keep = np.arange(n.max()) < n[..., None]
+        return (draws * keep).sum(-1), (draws * draws * keep).sum(-1)
+
+    return n_c, *sums(n_c), n_s, *sums(n_s)
+
+
+@pytest.mark.parametrize("sign", [1, -1])
+def test_the_two_sample_mean_test_holds_alpha_on_skewed_counts_under_60_looks(sign):
+    n_c, s_c, q_c, n_s, s_s, q_s = overdispersed_null(np.random.default_rng(1))
+    d, v = sq.mean_increments(n_c, s_c, q_c, n_s, s_s, q_s, 1.0, sign)
+    scale = 0.1 * s_s.sum(-1) / n_s.sum(-1)
+    assert (sq.mean_test(d, v, scale).max(axis=-1) >= sq.threshold(0.05)).mean() <= 0.05
+
+
+def test_without_shrinking_the_small_arm_s_variance_the_same_test_is_liberal(monkeypatch):
+    monkeypatch.setattr(sq, "SHRINK", 0.0)
+    n_c, s_c, q_c, n_s, s_s, q_s = overdispersed_null(np.random.default_rng(1))
+    d, v = sq.mean_increments(n_c, s_c, q_c, n_s, s_s, q_s, 1.0, -1)
+    assert (sq.mean_test(d, v, 0.1 * s_s.sum(-1) / n_s.sum(-1)).max(axis=-1) >= sq.threshold(0.05)).mean() > 0.08
+
+
+def test_the_rank_test_holds_alpha_on_bucketed_latencies_under_60_looks():
+    from nerops.telemetry.metrics import LATENCY_BOUNDS_MS
+
+    rng = np.random.default_rng(2)
+    n_c, n_s = rng.poisson(5, (2000, 60)), rng.poisson(50, (2000, 60))
+    bounds = np.array(LATENCY_BOUNDS_MS)
+
+    def bucketed(n):
+        keep = np.arange(n.max()) < n[..., None]
+        index = np.searchsorted(bounds, rng.lognormal(np.log(35), 0.6, size=(*n.shape, n.max())))
+        return np.stack([((index == j) & keep).sum(-1) for j in range(len(bounds) + 1)], axis=-1)
+
+    a, b = bucketed(n_c), bucketed(n_s)
+    for sign in (1, -1):
+        d, v = sq.rank_increments(a, b, 0.5, sign)
+        assert (sq.mean_test(d, v, 0.1).max(axis=-1) >= sq.threshold(0.05)).mean() <= 0.05

@@ -38,8 +38,10 @@ import numpy as np
 LOG_GRID = np.array([0.2, 0.4, 0.7, 1.1, 1.6, 2.3])
 # Alternatives of the mean tests, as multiples of the effect scale the caller gives.
 MEAN_GRID = np.array([0.25, 0.5, 1.0, 2.0, 4.0])
-# Pseudo-measurements that steady a small arm's variance towards the interval's pooled variance.
-SHRINK = 5.0
+# Pseudo-measurements that steady a small arm's variance towards the interval's pooled variance: with skewed
+# counts a small arm's mean and variance move together, and its own variance alone makes the test liberal
+# (measured in tests/test_rollout_sequential.py: 5 gave 9.8 % rejections at alpha 5 %, 20 gives 2.5-3.3 %).
+SHRINK = 20.0
 
 
 def threshold(alpha: float) -> float:
