@@ -20,6 +20,7 @@ def test_the_shipped_policy_has_every_profile_and_each_plan_is_valid(shipped):
     plans = {name: build_plan(policy, name, policy_sha256=policy_sha256(text)) for name in PROFILES}
     assert plans["production"].weights == [0, 5, 25, 50, 100]
     assert plans["demo"].weights == [0, 0, 25, 50, 100]  # readiness, shadow, canary, bake
+    assert plans["test"].weights == [0, 5, 25, 50, 100]  # as production, in seconds
     assert plans["production"].policy_sha256 == policy_sha256(text)
     enforced = sum(m.alpha_share for m in policy.metrics if m.enforced)
     assert enforced <= 1.0
