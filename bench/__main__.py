@@ -8,9 +8,14 @@ from __future__ import annotations
 
 import sys
 
-from bench import alert_queries, documents, quality, serving
+from bench import alert_queries, documents, quality, rollouts, serving
 
-BENCHMARKS = {"quality": quality.main, "serving": serving.main, "alert_queries": alert_queries.main}
+BENCHMARKS = {
+    "quality": quality.main,
+    "serving": serving.main,
+    "alert_queries": alert_queries.main,
+    "rollouts": rollouts.main,
+}
 RECORDERS = {"documents": documents.main}
 
 

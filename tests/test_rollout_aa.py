@@ -57,7 +57,13 @@ def test_200_a_a_rollouts_give_at_most_3_false_rollbacks(demo_plan):
     outcomes = []
     for seed in range(200):
         rng = np.random.default_rng(seed)
-        run = drive(demo_plan, resampling_traffic(rng, documents, rate=8.0), candidate=CAND, stable=STAB)
+        run = drive(
+            demo_plan,
+            resampling_traffic(rng, documents, rate=8.0),
+            candidate=CAND,
+            stable=STAB,
+            labels=documents.labels,
+        )
         outcomes.append(run.state.phase)
     assert outcomes.count("rolled_back") <= 3
     assert outcomes.count("promoted") >= 190  # enough traffic: the minimum samples are met in time

@@ -125,6 +125,15 @@ def test_a_hard_failure_acts_at_once_without_waiting_for_the_minimum_samples(pla
     assert by_name(verdict)["server-error-rate"].status == "no_data"  # the test itself has too few samples
 
 
+def test_a_candidate_that_answers_nothing_is_rolled_back_by_a_hard_failure_before_its_minimum():
+    policy, _ = load_policy()
+    plan = build_plan(policy, "production")
+    look = make_look(plan, intervals=1, rate=120, weight=25, candidate={"entities": 0.0})
+    verdict = judge(look, plan)
+    assert verdict.status == "unhealthy"
+    assert verdict.hard_failures[0].startswith("candidate-empty-answers:") and "(100%)" in verdict.hard_failures[0]
+
+
 @pytest.mark.parametrize(
     ("extra", "fragment"),
     [({"candidate_restarts": 3}, "restarted 3 times"), ({"candidate_down": "exit code 1"}, "is down (exit code 1)")],

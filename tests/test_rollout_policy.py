@@ -120,3 +120,22 @@ def test_the_preview_does_not_hold_a_shadow_step_for_latency_it_cannot_measure(s
     assert shadow.step.kind == "shadow" and shadow.reached_at == pytest.approx(30.0)  # 30 mirrored at 1/s
     # latency is first measured at 25 %: 30 samples at 0.5 request/s
     assert canary.step.weight == 25 and canary.reached_at == pytest.approx(60.0)
+
+
+def test_a_blue_green_plan_whose_latency_is_never_compared_is_refused_until_latency_is_dry_run(shipped):
+    def blue_green(raw):
+        raw["profiles"]["production"]["steps"] = [{"weight": 100, "wait": "20m", "deadline": "40m"}]
+
+    policy = parse_policy(edit(shipped[1], blue_green))
+    with pytest.raises(PolicyError) as raised:
+        build_plan(policy, "production")
+    assert "metric 'latency-distribution' (traffic live, probe) is measured by no step" in str(raised.value)
+    assert "latency-ceiling" not in str(raised.value)  # the candidate's own latency is read at 100 %
+
+    def latency_dry_run(raw):
+        blue_green(raw)
+        for metric in raw["metrics"]:
+            if metric["name"] in ("latency-distribution", "latency-mean"):
+                metric["mode"] = "dry_run"
+
+    assert build_plan(parse_policy(edit(shipped[1], latency_dry_run)), "production").weights == [0, 100]

@@ -126,6 +126,12 @@ def validate(plan: Plan) -> list[str]:
                 f"{name}: deadline {format_duration(step.deadline)} comes before its wait "
                 f"{format_duration(max(step.wait, plan.interval))} ends"
             )
+    for metric in plan.metrics:
+        if metric.enforced and not any(any(_per_second(step, metric, 1.0)) for step in plan.steps):
+            problems.append(
+                f"metric {metric.name!r} (traffic {', '.join(metric.traffic)}) is measured by no step of this plan: "
+                "it would pass without a sample; add a canary step or mark it dry_run"
+            )
     if plan.pause.deadline < plan.interval:
         problems.append(f"pause: deadline {format_duration(plan.pause.deadline)} is shorter than the interval")
     return problems

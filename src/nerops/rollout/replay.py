@@ -37,6 +37,7 @@ def drive(
     t0: float = 0.0,
     horizon: float | None = None,
     smoke: Sequence[int | None] | None = None,
+    labels: tuple[str, ...] | None = None,
 ) -> Replay:
     """Run the rollout look by look until it ends or ``horizon`` (default: the worst case total) passes."""
     horizon = t0 + (horizon if horizon is not None else sum(s.deadline for s in plan.steps) + plan.interval)
@@ -69,6 +70,7 @@ def drive(
                 run.state.steps,
                 run.state.wait_until,
                 {cls: series(r, start=t0, end=now, step=plan.interval, traffic_class=cls) for cls, r in rows.items()},
+                labels=labels,
             )
             verdict = judge(look, plan)
         run.state, actions = advance(plan, run.state, verdict, now)
