@@ -9,8 +9,9 @@ from nerops.rollout.judge import judge
 from nerops.rollout.plan import build_plan
 from nerops.rollout.policy import load_policy
 from nerops.rollout.readiness import smoke_verdict
-from nerops.rollout.synthetic import arm_interval, series
+from nerops.rollout.synthetic import arm_interval, counter, series, with_values
 from nerops.rollout.verdicts import Look, StepSpan, worst
+from nerops.telemetry.metrics import AGREEMENT_CANDIDATE_ONLY, AGREEMENT_MATCHED, AGREEMENT_REFERENCE_ONLY
 from nerops.telemetry.source import Arm, Loss
 
 CAND, STAB = Arm("green", "2"), Arm("blue", "1")
@@ -186,7 +187,17 @@ def test_unhealthy_takes_precedence_over_error_and_no_data(plan):
 def test_a_dry_run_metric_is_reported_but_never_decides(plan):
     rows = []
     for i in range(10):
-        rows.append(arm_interval(i * STEP, (i + 1) * STEP, CAND, compared=40, differing=39))
+        row = arm_interval(i * STEP, (i + 1) * STEP, CAND, compared=40, differing=39)
+        rows.append(
+            with_values(
+                row,
+                {
+                    (AGREEMENT_MATCHED, "Skills"): counter(4),
+                    (AGREEMENT_CANDIDATE_ONLY, "Skills"): counter(1),
+                    (AGREEMENT_REFERENCE_ONLY, "Name"): counter(1),
+                },
+            )
+        )
     look = make_look(plan, kind="canary")
     look = Look(
         look.now,
@@ -200,6 +211,8 @@ def test_a_dry_run_metric_is_reported_but_never_decides(plan):
     verdict = judge(look, plan)
     agreement = by_name(verdict)["shadow-agreement"]
     assert agreement.mode == "dry_run" and agreement.status == "unhealthy"
+    assert agreement.candidate == pytest.approx(39 / 40)
+    assert "entity-level agreement F1 0.800 (40 in both, 10 candidate only, 10 stable only)" in agreement.reason
     assert verdict.status == "healthy"
 
 

@@ -109,6 +109,20 @@ def _shown(x_c: np.ndarray, n_c: np.ndarray, x_s: np.ndarray | None, n_s: np.nda
     }
 
 
+def _entity_agreement(cells: list[Cell]) -> str:
+    """The entity-level agreement of the pairs compared (every label): shown beside the document-level test."""
+    kinds = {m.AGREEMENT_MATCHED: 0.0, m.AGREEMENT_CANDIDATE_ONLY: 0.0, m.AGREEMENT_REFERENCE_ONLY: 0.0}
+    for cell in cells:
+        for (name, _label), agg in cell.candidate.values.items():
+            if name in kinds:
+                kinds[name] += agg.sum
+    both, mine, theirs = kinds.values()
+    if not both + mine + theirs:
+        return ""
+    f1 = 2 * both / (2 * both + mine + theirs)
+    return f"; entity-level agreement F1 {f1:.3f} ({both:g} in both, {mine:g} candidate only, {theirs:g} stable only)"
+
+
 def _bounds(metric: MetricPolicy) -> list[tuple[str, float, str, float]]:
     """Per tested side: (worse side, its bound, equivalence side, its bound)."""
     mg = metric.margin
@@ -165,6 +179,7 @@ def evaluate(metric: MetricPolicy, index: Index, plan: Plan) -> Iterator[MetricE
             )
             continue
         test, shown = built
+        extra = _entity_agreement(cells) if metric.kind == "agreement" else ""
         few = shown["candidate_samples"] < metric.min_samples or (
             metric.two_arms and (shown["stable_samples"] or 0.0) < metric.min_samples
         )
@@ -189,7 +204,7 @@ def evaluate(metric: MetricPolicy, index: Index, plan: Plan) -> Iterator[MetricE
             yield MetricEvidence(
                 tested=tested,
                 status=status,
-                reason=reason,
+                reason=reason + extra,
                 e_value=e_value,
                 equivalence_e_value=equivalence,
                 **shown,
