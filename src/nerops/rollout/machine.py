@@ -74,7 +74,7 @@ class RolloutState:
 
     @property
     def rollout_id(self) -> str:
-        return f"{self.endpoint}/{self.version}/{self.attempt}"
+        return f"{self.endpoint}/v{self.version}/{self.attempt}"
 
 
 def start(

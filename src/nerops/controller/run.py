@@ -1,0 +1,220 @@
+"""The procedures the flows and the CLI call: begin a rollout, take one look, apply a manual verb, and bring
+an endpoint back to a rollout's stable state. Plain functions over a :class:`Controller` (no Prefect here).
+
+One look: judge (or, at readiness, the smoke answers) -> ``advance`` -> the evidence line -> save the
+record as its owner (the lease renewed; :class:`OwnershipLost` stops a controller that lost it) ->
+carry out the actions in order -> ``rollout_finished`` once the rollout has ended.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+
+from nerops.controller import evidence
+from nerops.controller.act import Executor
+from nerops.controller.observe import look_at, smoke
+from nerops.controller.ownership import claim, subject
+from nerops.controller.records import RecordStore, RolloutRecord, RolloutRefused
+from nerops.governance import Governance
+from nerops.ledger import Entry
+from nerops.rollout.actions import Command
+from nerops.rollout.judge import judge
+from nerops.rollout.machine import advance, command, start
+from nerops.rollout.plan import Plan
+from nerops.rollout.readiness import smoke_verdict
+from nerops.rollout.verdicts import Verdict
+from nerops.serving.port import Change
+from nerops.telemetry.source import MetricsSource
+
+
+@dataclass
+class Controller:
+    gov: Governance
+    store: RecordStore
+    control: object  # EndpointControl with ``url`` and ``key`` for scoring (EndpointClient)
+    source: MetricsSource | None
+    plan: Plan
+    policy_text: str
+    owner: str
+    endpoint: str
+    lease_s: float = 60.0
+    clock: object = field(default=time.time)
+
+    def now(self) -> float:
+        return float(self.clock())  # type: ignore[operator]
+
+
+def stable_deployment(state: dict) -> tuple[str, str] | None:
+    """The deployment taking the most live traffic and its version (None: nothing serves)."""
+    traffic = {k: v for k, v in state.get("traffic", {}).items() if v}
+    if not traffic:
+        return None
+    name = max(traffic, key=lambda k: (traffic[k], k))
+    return name, str(state["deployments"][name]["model_version"])
+
+
+def begin(ctl: Controller, version: str, *, new_attempt: bool = False, labels: tuple[str, ...] = ()):
+    """Start (deploy the candidate at 0 %) or resume the endpoint's rollout of ``version``."""
+    model = ctl.gov.state()
+    if model.stage(version) != "prod":
+        raise RolloutRefused(f"v{version} is stage={model.stage(version)}: only a stage=prod version is rolled out")
+    verdict, against = model.gate_results.get(version, ("none", None))
+    view = ctl.control.read()
+    serving = stable_deployment(view.state)
+    if serving is None:
+        raise RolloutRefused(f"endpoint {ctl.endpoint!r} serves nothing: make a first deployment first")
+    now = ctl.now()
+
+    def make(attempt: int) -> RolloutRecord:
+        if verdict != "pass" or against != model.champion:
+            raise RolloutRefused(
+                f"v{version}'s gate pass was against champion {against or 'none'}, the champion is now "
+                f"{model.champion or 'none'}: gate it again (nerops gate {version}) before rolling it out"
+            )
+        state, _ = start(
+            ctl.plan,
+            endpoint=ctl.endpoint,
+            version=version,
+            attempt=attempt,
+            candidate=f"v{version}-{attempt}",
+            stable=serving[0],
+            now=now,
+        )
+        return RolloutRecord(
+            ctl.endpoint,
+            ctl.gov.model,
+            version,
+            attempt,
+            f"v{version}-{attempt}",
+            serving[0],
+            serving[1],
+            ctl.plan.profile,
+            ctl.plan.policy_sha256,
+            ctl.owner,
+            now + ctl.lease_s,
+            created=now,
+            updated=now,
+            labels=labels,
+        ).with_machine(state)
+
+    def started(record: RolloutRecord) -> dict:
+        return {
+            "attempt": record.attempt,
+            "candidate": record.candidate,
+            "stable": record.stable,
+            "stable_version": record.stable_version,
+            "champion": model.champion,
+            "profile": ctl.plan.profile,
+            "steps": [s.label for s in ctl.plan.steps],
+            "policy_sha256": ctl.plan.policy_sha256,
+            "policy": ctl.policy_text,
+        }
+
+    record, how = claim(
+        ctl.store,
+        ctl.gov.ledger,
+        endpoint=ctl.endpoint,
+        version=version,
+        owner=ctl.owner,
+        now=now,
+        lease_s=ctl.lease_s,
+        new_attempt=new_attempt,
+        make_record=make,
+        start_evidence=started,
+    )
+    if how == "started":
+        change = Change(ctl.owner, f"candidate of rollout {record.rollout_id}", record.rollout_id)
+        ctl.control.begin_create_deployment(
+            record.candidate, version, instance_count=ctl.plan.instances_for(0), change=change
+        )
+        ctl.control.wait_deployment(record.candidate, deadline_s=ctl.plan.steps[0].deadline)
+        _, actions = start(
+            ctl.plan,
+            endpoint=ctl.endpoint,
+            version=version,
+            attempt=record.attempt,
+            candidate=record.candidate,
+            stable=record.stable,
+            now=now,
+        )
+        Executor(ctl.control, ctl.gov, ctl.store, record).run(actions)
+    return record, how
+
+
+def look(ctl: Controller, record: RolloutRecord) -> tuple[RolloutRecord, Verdict, list[str]]:
+    """One look of the judge and one step of the machine, with its evidence and its actions."""
+    now = ctl.now()
+    machine = record.machine
+    step = ctl.plan.steps[machine.step]
+    if step.kind == "readiness" and machine.phase == "progressing":
+        statuses = smoke(ctl.control.url, ctl.control.key, record.candidate, step.smoke_requests)
+        verdict = smoke_verdict(statuses, required=step.smoke_requests, now=now, interval=ctl.plan.interval)
+    elif ctl.source is None:
+        verdict = Verdict("error", "no metrics source configured", now, None, ctl.plan.interval)
+    else:
+        verdict = judge(look_at(ctl.source, ctl.control.read().state, record, ctl.plan, now), ctl.plan)
+    new, actions = advance(ctl.plan, machine, verdict, now)
+    record, done = _commit(ctl, record, new, actions, {"look": verdict.to_dict()}, now)
+    return record, verdict, done
+
+
+def _commit(ctl: Controller, record: RolloutRecord, new, actions, what: dict, now: float):
+    lines, sha = evidence.append(
+        ctl.store.evidence_path(record),
+        {
+            "time": now,
+            "rollout": record.rollout_id,
+            "owner": ctl.owner,
+            "step": new.step,
+            "phase": new.phase,
+            "weight": new.weight,
+            "frozen": new.frozen,
+            **what,
+        },
+    )
+    record = replace(record.with_machine(new), evidence_lines=lines, evidence_sha256=sha)
+    record = ctl.store.save(record, now=now, lease_s=ctl.lease_s)
+    lines_done = Executor(ctl.control, ctl.gov, ctl.store, record).run(actions)
+    if new.ended:
+        finish(ctl, record)
+    return record, lines_done
+
+
+def finish(ctl: Controller, record: RolloutRecord) -> Entry:
+    """``rollout_finished`` (once): the phase, why, and the evidence file's sha256."""
+
+    def check(entries: list[Entry]) -> Entry | None:
+        return next(
+            (
+                e
+                for e in reversed(entries)
+                if e.kind == "rollout_finished" and e.subject.get("rollout") == record.rollout_id
+            ),
+            None,
+        )
+
+    lines, sha = evidence.digest(ctl.store.evidence_path(record))
+    return ctl.gov.ledger.append(
+        "rollout_finished",
+        subject=subject(record),
+        actor=ctl.owner,
+        check=check,
+        evidence={
+            "phase": record.state["phase"],
+            "ending": record.state.get("ending", ""),
+            "weights": record.state.get("weights"),
+            "evidence_lines": lines,
+            "evidence_sha256": sha,
+        },
+    )
+
+
+def apply_command(ctl: Controller, record: RolloutRecord, cmd: Command):
+    """A manual verb as this controller (the caller holds or has just taken the rollout)."""
+    now = ctl.now()
+    new, actions = command(ctl.plan, record.machine, cmd, now)
+    if new == record.machine and not actions:
+        return record, [f"{cmd.verb}: nothing to do (rollout is {new.phase})"]
+    said = {"command": {"verb": cmd.verb, "actor": cmd.actor, "reason": cmd.reason}}
+    return _commit(ctl, record, new, actions, said, now)

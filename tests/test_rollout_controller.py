@@ -1,0 +1,126 @@
+"""The rollout controller against the real local endpoint and its telemetry, under real traffic (test profile)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from nerops.controller import evidence
+from nerops.controller.records import RecordStore, RolloutRefused
+from nerops.controller.run import Controller, begin, look
+from nerops.gate import GatePolicy
+from nerops.rollout.plan import build_plan
+from nerops.rollout.policy import load_policy
+from nerops.serving.client import LocalEndpoint
+from nerops.serving.traffic import run_traffic
+from nerops.settings import Settings
+from tests.test_endpoint import texts
+
+POLICY = GatePolicy(min_micro_f1=0.5, max_latency_ratio=3.0, bootstrap_samples=200)
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory, tiny_model: Path, reseeded_model: Path, synthetic_data, synthetic_personal):
+    """v1 champion on deployment blue (all traffic), v2 gated against it and approved; traffic flowing."""
+    from nerops.data import read_corpus
+    from nerops.first_deployment import deploy_first
+    from nerops.gating import run_gate
+    from nerops.lifecycle import open_governance
+
+    folder = tmp_path_factory.mktemp("rollout-state")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("NEROPS_STATE_DIR", str(folder))
+    mp.setenv("NEROPS_ROLLOUT_PROFILE", "test")
+    gov = open_governance(actor="tester@test")
+    docs = read_corpus(synthetic_data[1])
+
+    def register(model: Path) -> str:
+        version = gov.register(
+            model, dataset_version="synthetic", config_hash="cfg", git_commit="abc", libraries={}, params={}, metrics={}
+        ).version
+        assert run_gate(gov, version, docs, POLICY, test_sha256="0" * 64, personal=synthetic_personal)[0].passed
+        gov.approve(version, reason="test")
+        return version
+
+    v1 = register(tiny_model)
+    ep = LocalEndpoint.start(Settings(state_dir=folder), "ner", export_interval=0.25)
+    deploy_first(gov, ep.client(), v1, "blue", endpoint="ner")
+    v2 = register(reseeded_model)
+    stop = threading.Event()
+    corpus = texts(40)
+
+    def traffic() -> None:
+        while not stop.is_set():
+            run_traffic(ep.url, ep.key, corpus, requests=30, concurrency=2, rate=30.0)
+
+    thread = threading.Thread(target=traffic, daemon=True)
+    thread.start()
+    yield {"folder": folder, "gov": gov, "endpoint": ep, "versions": (v1, v2)}
+    stop.set()
+    thread.join(30)
+    ep.stop()
+    mp.undo()
+
+
+def controller(platform, owner: str = "tester@test") -> Controller:
+    from nerops.telemetry import TelemetryStore
+
+    policy, text = load_policy()
+    plan = build_plan(policy, "test", policy_sha256="x")
+    source = TelemetryStore(platform["folder"] / "telemetry" / "telemetry.db")
+    return Controller(
+        platform["gov"],
+        RecordStore(platform["folder"] / "rollouts"),
+        platform["endpoint"].client(),
+        source,
+        plan,
+        text,
+        owner,
+        "ner",
+        lease_s=5.0,
+    )
+
+
+def drive(ctl: Controller, record, limit: float = 90.0):
+    verdicts = []
+    deadline = time.monotonic() + limit
+    while not record.ended and time.monotonic() < deadline:
+        time.sleep(ctl.plan.interval)
+        record, verdict, _ = look(ctl, record)
+        verdicts.append(verdict)
+    return record, verdicts
+
+
+def test_a_good_candidate_is_promoted_step_by_step_under_real_traffic(platform):
+    v1, v2 = platform["versions"]
+    ctl = controller(platform)
+    record, how = begin(ctl, v2)
+    assert how == "started" and record.candidate == f"v{v2}-1"
+    with pytest.raises(RolloutRefused, match="one rollout per endpoint"):
+        begin(controller(platform, "other@host"), v1)
+    record, verdicts = drive(ctl, record)
+    assert record.state["phase"] == "promoted", [v.reason for v in verdicts[-3:]]
+    assert record.state["weights"] == [0, 5, 25, 50, 100]
+    gov = platform["gov"]
+    assert gov.state().champion == v2
+    view = ctl.control.read().state
+    assert list(view["deployments"]) == [record.candidate] and view["traffic"] == {record.candidate: 100}
+    kinds = [e.kind for e in gov.ledger.find(rollout=record.rollout_id)]
+    assert kinds[0] == "rollout_started" and kinds[-1] == "rollout_finished"
+    assert "champion_change" in [e.kind for e in gov.ledger.entries()[-6:]]
+    assert gov.ledger.verify().ok
+    looks = evidence.read(ctl.store.evidence_path(record))
+    assert len(looks) == len(verdicts) and looks[-1]["phase"] == "promoted"
+    judged = [line["look"] for line in looks if line["look"]["metrics"]]
+    assert judged and all(m["candidate_samples"] >= 0 for m in judged[-1]["metrics"])
+    decisions = gov.ledger.find(kind="rollout_decision", rollout=record.rollout_id)
+    assert [d.evidence["decision"] for d in decisions].count("step") == 4  # 5 %, 25 %, 50 %, bake
+    finished = gov.ledger.find(kind="rollout_finished", rollout=record.rollout_id)[0]
+    assert (finished.evidence["evidence_lines"], finished.evidence["evidence_sha256"]) == evidence.digest(
+        ctl.store.evidence_path(record)
+    )
+    print("\n".join(f"{d.evidence['decision']}: {d.evidence['summary'][:150]}" for d in decisions))
