@@ -47,6 +47,7 @@ def platform(tmp_path_factory, tiny_model: Path, reseeded_model: Path, synthetic
         return version
 
     v1 = register(tiny_model)
+    platform_register = register
     ep = LocalEndpoint.start(Settings(state_dir=folder), "ner", export_interval=0.25)
     deploy_first(gov, ep.client(), v1, "blue", endpoint="ner")
     v2 = register(reseeded_model)
@@ -59,7 +60,14 @@ def platform(tmp_path_factory, tiny_model: Path, reseeded_model: Path, synthetic
 
     thread = threading.Thread(target=traffic, daemon=True)
     thread.start()
-    yield {"folder": folder, "gov": gov, "endpoint": ep, "versions": (v1, v2)}
+    models = {v1: tiny_model, v2: reseeded_model}
+
+    def challenger() -> str:
+        """The version that is not champion, gated against the champion of this moment and approved."""
+        other = next(v for v in models if v != gov.state().champion)
+        return platform_register(models[other]) if gov.state().challenger != other else other
+
+    yield {"folder": folder, "gov": gov, "endpoint": ep, "versions": (v1, v2), "challenger": challenger}
     stop.set()
     thread.join(30)
     ep.stop()
@@ -124,3 +132,23 @@ def test_a_good_candidate_is_promoted_step_by_step_under_real_traffic(platform):
         ctl.store.evidence_path(record)
     )
     print("\n".join(f"{d.evidence['decision']}: {d.evidence['summary'][:150]}" for d in decisions))
+
+
+def test_the_progressive_rollout_flow_promotes_and_leaves_its_artifacts(platform, prefect_harness, monkeypatch):
+    from flows.progressive_rollout import progressive_rollout
+    from nerops.params import RolloutRequest
+    from tests.test_flows import artifacts
+
+    monkeypatch.setenv("NEROPS_STATE_DIR", str(platform["folder"]))
+    monkeypatch.setenv("NEROPS_ROLLOUT_PROFILE", "test")
+    v3 = platform["challenger"]()
+    state = progressive_rollout(RolloutRequest(endpoint="ner"), return_state=True)  # default: the challenger
+    assert state.is_completed(), state.message
+    assert platform["gov"].state().champion == v3
+    assert f"rollout ner/v{v3}/1 promoted" in state.message and "[0, 5, 25, 50, 100]" in state.message
+    table = max(artifacts(f"ner-v{v3}-1-decisions"), key=lambda a: a.created).data
+    assert "| 1 | progressing | 1 | 5 % | healthy | 2 of 2 smoke requests answered 200" in table
+    assert "| promoted | 4 | 100 % | healthy |" in table
+    assert table.count("| healthy |") >= 5  # readiness, then each step's end
+    assert artifacts(f"ner-v{v3}-1-progress")
+    assert artifacts(f"ner-v{v3}-1-progress")

@@ -54,3 +54,27 @@ class GateRequest(BaseModel):
     approve_on_pass: bool = Field(False, description="Approve a pass: stage=prod and alias challenger.")
     reason: str = Field("manual gate", min_length=1, max_length=500)
     gate: GateParams = GateParams()
+
+
+class RolloutRequest(BaseModel):
+    """Which version ``progressive-rollout`` rolls out, to which endpoint (durations come from the profile)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    version: str = Field(
+        "challenger", pattern=r"^(v?\d+|challenger)$", description="A version number, or the challenger (default)."
+    )
+    endpoint: str | None = Field(None, description="The endpoint; default: the model's production endpoint.")
+    new_attempt: bool = Field(False, description="Roll out again a version whose last rollout ended.")
+    reason: str = Field("rollout", min_length=1, max_length=500, description="Why this rollout (recorded).")
+
+
+class RollbackRequest(BaseModel):
+    """``rollback-model``: bring a rollout's endpoint back to its stable state, or production to an earlier version."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    rollout: str | None = Field(None, description="A rollout id (ENDPOINT/vVERSION/ATTEMPT): back to its stable state.")
+    to: str | None = Field(None, pattern=r"^(previous|v?\d+)$", description="'previous' (champion) or a version.")
+    endpoint: str | None = Field(None, description="The endpoint (with 'to'); default: the production endpoint.")
+    reason: str = Field("rollback", min_length=1, max_length=500, description="Why (recorded).")

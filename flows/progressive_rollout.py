@@ -1,0 +1,85 @@
+"""``progressive-rollout``: deploy the candidate at 0 %, smoke it, walk the canary steps with the health judge
+at every interval, bake at 100 %, retire the old deployment and move ``champion``; or roll back.
+
+The rollout is the record under ``.state/rollouts/`` (not this run): a run resumes a rollout of the same
+version that has not ended, a retry does not redo finished steps, and a run that lost its lease stops
+without touching traffic. One rollout per endpoint: the record's owner and lease, and a strict global
+concurrency limit ``rollout-<endpoint>``. Durations come from the profile (``NEROPS_ROLLOUT_PROFILE``).
+Final states: Completed (promoted), Failed named ``RolledBack`` (rolled back), Failed named ``Aborted``.
+"""
+
+from __future__ import annotations
+
+import time
+
+from prefect import flow
+from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
+from prefect.concurrency.sync import concurrency
+from prefect.states import Completed, Failed
+
+from nerops.params import RolloutRequest
+from nerops.settings import get_settings
+from tasks.rollout import begin_rollout, ensure_concurrency_limit, take_look
+
+
+def slug(rollout: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in rollout.lower()).strip("-")
+
+
+def decisions_markdown(rollout: str, started: dict, rows: list[dict]) -> str:
+    lines = [
+        f"# Rollout {rollout}",
+        "",
+        f"Plan: {' -> '.join(started['steps'])}; candidate `{started['candidate']}`, "
+        f"stable `{started['stable']}`. Every look is in the evidence file; the ledger has each decision.",
+        "",
+        "| look | phase | step | weight | verdict | why |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        why = row["reason"].replace("|", "/")[:400]
+        cells = (row["look"], row["phase"], row["step"], f"{row['weight']} %", row["verdict"], why)
+        lines.append("| " + " | ".join(map(str, cells)) + " |")
+    return "\n".join(lines)
+
+
+@flow(name="progressive-rollout", log_prints=True)
+def progressive_rollout(request: RolloutRequest = RolloutRequest()):
+    """Roll a stage=prod version out step by step, judged against the stable deployment; roll back if unhealthy."""
+    endpoint = request.endpoint or get_settings().endpoint_of()
+    limit = f"rollout-{endpoint}"
+    ensure_concurrency_limit(limit)
+    with concurrency(limit, strict=True, lease_duration=60):
+        started = begin_rollout(request.version, endpoint, request.new_attempt)
+        rollout, key = started["rollout"], slug(started["rollout"])
+        print(f"rollout {rollout} {started['how']}: {' -> '.join(started['steps'])}")
+        progress = create_progress_artifact(0.0, key=f"{key}-progress", description=f"rollout {rollout}")
+        rows: list[dict] = []
+        result: dict = {}
+        next_look = time.monotonic()
+        while result.get("phase") not in ("promoted", "rolled_back", "aborted"):
+            next_look += started["interval"]
+            time.sleep(max(0.0, next_look - time.monotonic()))
+            result = take_look(rollout)
+            update_progress_artifact(
+                progress,
+                100.0 * result["step"] / max(1, result["steps"] - 1),
+                description=f"step {result['step']} at {result['weight']} %: {result['verdict']}",
+            )
+            last = rows[-1] if rows else {}
+            if (result["verdict"], result["step"]) != (last.get("verdict"), last.get("step")) or result["done"]:
+                rows.append({**result, "look": len(rows) + 1})
+                create_markdown_artifact(
+                    decisions_markdown(rollout, started, rows),
+                    key=f"{key}-decisions",
+                    description=f"rollout {rollout}: decisions and evidence",
+                )
+                print(f"step {result['step']} at {result['weight']} %: {result['verdict']}: {result['reason'][:300]}")
+    summary = f"rollout {rollout} {result['phase']}: {result['ending'][:500]} (traffic {result['weights']})"
+    if result["phase"] == "promoted":
+        return Completed(message=summary, data={"rollout": rollout, **result})
+    return Failed(name="RolledBack" if result["phase"] == "rolled_back" else "Aborted", message=summary)
+
+
+if __name__ == "__main__":
+    progressive_rollout()
