@@ -64,3 +64,22 @@ def ensure_concurrency_limit(name: str) -> None:
             client.read_global_concurrency_limit_by_name(name)
         except ObjectNotFound:
             client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
+
+
+@task(cache_policy=NO_CACHE)
+def bring_back_to_stable(rollout: str, reason: str) -> list[str]:
+    """A rollout's endpoint back to its recorded stable state (idempotent)."""
+    from nerops.controller.manual import back_to_stable
+
+    endpoint, _, _ = parse_rollout_id(rollout)
+    ctl = controller(endpoint, actor(), metrics=False)
+    record, lines = back_to_stable(ctl, rollout)
+    return [f"rollout {record.rollout_id}: {record.state['phase']}", *lines]
+
+
+@task(cache_policy=NO_CACHE)
+def roll_production_back(to: str, endpoint: str | None, reason: str) -> list[str]:
+    """Production back to the previous champion or a named stage=prod version, without retraining."""
+    from nerops.controller.manual import rollback_to
+
+    return rollback_to(controller(endpoint, actor(), metrics=False), to, reason)

@@ -152,3 +152,70 @@ def test_the_progressive_rollout_flow_promotes_and_leaves_its_artifacts(platform
     assert table.count("| healthy |") >= 5  # readiness, then each step's end
     assert artifacts(f"ner-v{v3}-1-progress")
     assert artifacts(f"ner-v{v3}-1-progress")
+
+
+def test_an_abandoned_rollout_is_refused_to_others_until_its_lease_ends_then_taken_over(platform):
+    gov = platform["gov"]
+    candidate = platform["challenger"]()
+    first = controller(platform, "flow-run:first")
+    first.lease_s = 2.0
+    record, _ = begin(first, candidate, new_attempt=True)
+    record, _, _ = look(first, record)
+    second = controller(platform, "flow-run:second")
+    with pytest.raises(RolloutRefused, match="owned by flow-run:first"):
+        begin(second, candidate)
+    time.sleep(2.5)
+    taken, how = begin(second, candidate)
+    assert how == "taken over" and taken.state["weight"] == record.state["weight"]  # no step redone
+    taken, _ = drive(second, taken)
+    assert taken.state["phase"] == "promoted" and taken.state["weights"] == [0, 5, 25, 50, 100]
+    owners = [e.evidence["owner"] for e in gov.ledger.find(rollout=taken.rollout_id) if "owner" in e.evidence]
+    assert owners == ["flow-run:first", "flow-run:second"]
+
+
+def test_a_manual_abort_the_owner_does_not_apply_takes_over_and_then_recovery_is_a_no_op(platform):
+    from nerops.controller.manual import back_to_stable, manual
+    from nerops.controller.records import OwnershipLost
+    from nerops.rollout.actions import Command
+
+    gov = platform["gov"]
+    champion = gov.state().champion
+    candidate = platform["challenger"]()
+    owner = controller(platform, "flow-run:crashed")
+    record, _ = begin(owner, candidate, new_attempt=True)
+    record, _, _ = look(owner, record)  # readiness passes: 5 %
+    assert record.state["weight"] == 5
+    cli = controller(platform, "cli:ops@host")
+    rolled, lines, how = manual(cli, Command("abort", cli.owner, "customer report"), wait_s=1.0)
+    assert how == "applied" and rolled.state["phase"] == "aborted"
+    assert rolled.state["weights"] == [0, 5, 0]
+    assert gov.state().champion == champion and gov.state().stage(candidate) == "prod"  # a new attempt may follow
+    forced = gov.ledger.find(kind="rollout_owner", rollout=record.rollout_id)[-1]
+    assert forced.evidence["previous_owner"] == "flow-run:crashed" and "did not apply" in forced.evidence["forced"]
+    with pytest.raises(OwnershipLost, match="owned by cli:ops@host now"):
+        look(owner, record)
+    view = cli.control.read().state
+    assert {k: v for k, v in view["traffic"].items() if v} == {record.stable: 100} and view["mirror"] == {}
+    _, lines = back_to_stable(cli, record.rollout_id)
+    assert lines == [f"traffic already {{'{record.stable}': 100}}, mirror {{}}"]
+    assert gov.ledger.verify().ok
+
+
+def test_rollback_model_to_previous_moves_production_back_without_retraining(platform, prefect_harness, monkeypatch):
+    from flows.rollback_model import rollback_model
+    from nerops.controller.manual import previous_champion
+    from nerops.params import RollbackRequest
+
+    monkeypatch.setenv("NEROPS_STATE_DIR", str(platform["folder"]))
+    monkeypatch.setenv("NEROPS_ROLLOUT_PROFILE", "test")
+    gov = platform["gov"]
+    before = gov.state().champion
+    previous = previous_champion(controller(platform))
+    assert previous and previous != before
+    lines = rollback_model(RollbackRequest(to="previous", endpoint="ner", reason="test: bad answers"))
+    assert gov.state().champion == previous and gov.state().archived.get(before) == "rolled_back"
+    view = controller(platform).control.read().state
+    serving = [n for n, w in view["traffic"].items() if w]
+    assert len(serving) == 1 and str(view["deployments"][serving[0]]["model_version"]) == previous
+    assert any("archived (rolled_back)" in line for line in lines)
+    assert rollback_model(RollbackRequest()) == ["nothing to do: give rollout=<id> or to=previous|VERSION"]

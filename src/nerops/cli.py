@@ -472,5 +472,113 @@ def rollout_plan(profile: str | None, rate: float, policy_path: Path | None) -> 
     click.echo(f"policy sha256 {plan.policy_sha256}")
 
 
+def _cli_controller(endpoint: str | None, metrics: bool = False):
+    from nerops.controller.factory import controller
+
+    return controller(endpoint, f"cli:{get_settings().who}", metrics=metrics)
+
+
+@rollout.command("status")
+@click.option("--endpoint", default=None, help="Default: the model's production endpoint.")
+@click.option("--json", "as_json", is_flag=True)
+def rollout_status(endpoint: str | None, as_json: bool) -> None:
+    """The endpoint's running (or latest) rollout: phase, step, weight, owner and lease, last verdict, deadlines."""
+    from nerops.controller.manual import find
+
+    ctl = _cli_controller(endpoint)
+    record = find(ctl, None)
+    if as_json:
+        click.echo(json.dumps(record.to_dict(), indent=2, sort_keys=True))
+        return
+    s, now = record.state, time.time()
+    step = ctl.plan.steps[s["step"]] if s["step"] < len(ctl.plan.steps) else None
+    lease = record.lease_until - now
+    click.echo(
+        f"rollout    {record.rollout_id} ({record.profile} profile): {s['phase']}"
+        + (f", traffic frozen: {s['frozen']}" if s.get("frozen") else "")
+    )
+    click.echo(f"step       {s['step']} {step.label if step else ''} at {s['weight']} %; traffic so far {s['weights']}")
+    click.echo(f"candidate  {record.candidate} (v{record.version}); stable {record.stable} (v{record.stable_version})")
+    click.echo(
+        f"owner      {record.owner}, lease {'ends in' if lease > 0 else 'expired'} {abs(lease):.0f} s"
+        + (f" {'' if lease > 0 else 'ago'}")
+    )
+    if not record.ended:
+        click.echo(
+            f"deadline   step ends by {s['deadline'] - now:.0f} s from now; "
+            f"minimum bake {max(0, s['wait_until'] - now):.0f} s"
+        )
+    click.echo(f"verdict    {s.get('last_verdict')}" + (f"; ended: {s['ending'][:300]}" if s.get("ending") else ""))
+    click.echo(
+        f"evidence   {ctl.store.evidence_path(record)} ({record.evidence_lines} looks, "
+        f"sha256 {record.evidence_sha256[:16]}...)"
+    )
+    for queued in record.pending:
+        click.echo(f"queued     {queued['verb']} by {queued['actor']}: {queued['reason']}")
+
+
+def _verb(verb: str, reason: str, endpoint: str | None, rollout_id: str | None, **extra) -> None:
+    from nerops.controller.manual import manual
+    from nerops.rollout.actions import Command
+
+    ctl = _cli_controller(endpoint)
+    record, lines, how = manual(ctl, Command(verb, ctl.owner, reason, **extra), rollout=rollout_id)
+    for line in lines:
+        click.echo(line)
+    click.echo(f"rollout {record.rollout_id}: {record.state['phase']} at {record.state['weight']} % ({how})")
+
+
+def _verb_options(func):
+    func = click.option("--rollout", "rollout_id", default=None, help="ENDPOINT/vVERSION/ATTEMPT (default: running).")(
+        func
+    )
+    func = click.option("--endpoint", default=None, help="Default: the model's production endpoint.")(func)
+    return click.option("--reason", required=True, help="Recorded in the ledger with who asked.")(func)
+
+
+@rollout.command("pause")
+@_verb_options
+@click.option("--indefinitely", is_flag=True, help="No deadline (the reason says why).")
+def rollout_pause(reason: str, endpoint: str | None, rollout_id: str | None, indefinitely: bool) -> None:
+    """Freeze traffic (the judge keeps running; unhealthy still rolls back); ends at the pause deadline."""
+    _verb("pause", reason, endpoint, rollout_id, indefinitely=indefinitely)
+
+
+@rollout.command("resume")
+@_verb_options
+def rollout_resume(reason: str, endpoint: str | None, rollout_id: str | None) -> None:
+    """Resume a paused rollout (its deadlines shift by the time paused)."""
+    _verb("resume", reason, endpoint, rollout_id)
+
+
+@rollout.command("promote")
+@_verb_options
+@click.option("--full", is_flag=True, help="Skip every remaining step: 100 % and champion now.")
+def rollout_promote(reason: str, endpoint: str | None, rollout_id: str | None, full: bool) -> None:
+    """Move to the next step now (or, with --full, finish the rollout), recorded with the reason."""
+    _verb("promote", reason, endpoint, rollout_id, full=full)
+
+
+@rollout.command("abort")
+@_verb_options
+def rollout_abort(reason: str, endpoint: str | None, rollout_id: str | None) -> None:
+    """Traffic back to stable; the version stays stage=prod (a new attempt may follow)."""
+    _verb("abort", reason, endpoint, rollout_id)
+
+
+@rollout.command("rollback")
+@_verb_options
+@click.option("--to", "to", default=None, help="No running rollout: production back to 'previous' or a version.")
+def rollout_rollback(reason: str, endpoint: str | None, rollout_id: str | None, to: str | None) -> None:
+    """Roll the running rollout back (version archived as rolled_back), or production back to an earlier version."""
+    if to:
+        from nerops.controller.manual import rollback_to
+
+        for line in rollback_to(_cli_controller(endpoint), to, reason):
+            click.echo(line)
+        return
+    _verb("rollback", reason, endpoint, rollout_id)
+
+
 if __name__ == "__main__":
     main()

@@ -55,8 +55,13 @@ def claim(
     new_attempt: bool,
     make_record: Callable[[int], RolloutRecord],
     start_evidence: Callable[[RolloutRecord], dict],
+    force: str = "",
 ) -> tuple[RolloutRecord, str]:
-    """``(record, "started" | "resumed" | "taken over")``; :class:`RolloutRefused` says why not."""
+    """``(record, "started" | "resumed" | "taken over")``; :class:`RolloutRefused` says why not.
+
+    ``force`` (a reason) takes a running rollout over although its owner's lease runs: what a manual
+    rollback does when the owner did not act on it in time.
+    """
     with store.locked(endpoint):
         running = store.running(endpoint)
         if running is not None and running.version != version:
@@ -65,7 +70,7 @@ def claim(
                 f"{running.owner} ({_lease_words(running, now)}); one rollout per endpoint at a time"
             )
         if running is not None:
-            if running.owner != owner and running.lease_until > now:
+            if running.owner != owner and running.lease_until > now and not force:
                 raise RolloutRefused(
                     f"rollout {running.rollout_id} is owned by {running.owner} ({_lease_words(running, now)}): "
                     "it resumes or is taken over only after that lease"
@@ -73,7 +78,7 @@ def claim(
             how = "resumed" if running.owner == owner else "taken over"
             taken = replace(running, owner=owner, lease_until=now + lease_s, updated=now)
             if how == "taken over":
-                _append_owner(ledger, running, taken)
+                _append_owner(ledger, running, taken, force)
             store.write(taken)
             return taken, how
         earlier = [r for r in store.all(endpoint) if r.version == version]
@@ -110,7 +115,7 @@ def _append_started(ledger: Ledger, record: RolloutRecord, evidence: dict) -> En
     )
 
 
-def _append_owner(ledger: Ledger, before: RolloutRecord, after: RolloutRecord) -> Entry:
+def _append_owner(ledger: Ledger, before: RolloutRecord, after: RolloutRecord, force: str = "") -> Entry:
     def check(entries: list[Entry]) -> Entry | None:
         entry = open_rollouts(entries, before.endpoint).get(before.rollout_id)
         recorded = entry.evidence.get("owner") if entry else None
@@ -122,4 +127,6 @@ def _append_owner(ledger: Ledger, before: RolloutRecord, after: RolloutRecord) -
         return entry if recorded == after.owner else None
 
     evidence = {"owner": after.owner, "previous_owner": before.owner, "previous_lease_until": before.lease_until}
+    if force:
+        evidence["forced"] = force
     return ledger.append("rollout_owner", subject=subject(before), evidence=evidence, actor=after.owner, check=check)

@@ -53,6 +53,7 @@ class RolloutRecord:
     evidence_lines: int = 0
     evidence_sha256: str = ""
     labels: tuple[str, ...] = ()
+    pending: tuple[dict, ...] = ()  # manual verbs waiting for the owner's next look (verb, actor, reason, ...)
 
     @property
     def rollout_id(self) -> str:
@@ -72,11 +73,12 @@ class RolloutRecord:
     def to_dict(self) -> dict:
         data = asdict(self)
         data["labels"] = list(self.labels)
+        data["pending"] = list(self.pending)
         return data
 
     @classmethod
     def from_dict(cls, data: dict) -> RolloutRecord:
-        return cls(**{**data, "labels": tuple(data.get("labels", ()))})
+        return cls(**{**data, "labels": tuple(data.get("labels", ())), "pending": tuple(data.get("pending", ()))})
 
 
 def rollout_id(endpoint: str, version: str, attempt: int) -> str:
@@ -149,8 +151,21 @@ class RecordStore:
                 os.unlink(tmp)
             raise
 
-    def save(self, record: RolloutRecord, *, now: float, lease_s: float | None = None) -> RolloutRecord:
-        """Save as its owner (renewing the lease by ``lease_s``); :class:`OwnershipLost` if another owns it now."""
+    def queue(self, record: RolloutRecord, command: dict) -> RolloutRecord:
+        """Leave a manual verb for the owner's next look (any caller; the owner applies it and clears it)."""
+        with self.locked(record.endpoint):
+            current = self.load(record.endpoint, record.version, record.attempt)
+            queued = replace(current, pending=(*current.pending, command))
+            self.write(queued)
+            return queued
+
+    def save(
+        self, record: RolloutRecord, *, now: float, lease_s: float | None = None, applied: frozenset[str] = frozenset()
+    ) -> RolloutRecord:
+        """Save as its owner (renewing the lease by ``lease_s``); :class:`OwnershipLost` if another owns it now.
+
+        Manual verbs queued meanwhile stay queued; those in ``applied`` (by id) are cleared.
+        """
         with self.locked(record.endpoint):
             current = self.load(record.endpoint, record.version, record.attempt)
             if current.owner != record.owner:
@@ -159,6 +174,7 @@ class RecordStore:
                     f"{current.lease_until:.0f}), not by {record.owner}: stopping without touching it"
                 )
             lease = record.lease_until if lease_s is None else now + lease_s
-            saved = replace(record, updated=now, lease_until=lease)
+            later = tuple(c for c in current.pending if c.get("id") not in applied)
+            saved = replace(record, updated=now, lease_until=lease, pending=later)
             self.write(saved)
             return saved

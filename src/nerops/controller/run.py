@@ -144,6 +144,10 @@ def begin(ctl: Controller, version: str, *, new_attempt: bool = False, labels: t
 
 def look(ctl: Controller, record: RolloutRecord) -> tuple[RolloutRecord, Verdict, list[str]]:
     """One look of the judge and one step of the machine, with its evidence and its actions."""
+    for queued in record.pending:  # manual verbs left by the CLI for the owner: first
+        record, _ = apply_command(ctl, record, command_of(queued), applied=frozenset({queued["id"]}))
+        if record.ended:
+            return record, Verdict("healthy", f"ended by {queued['verb']}", ctl.now(), None, ctl.plan.interval), []
     now = ctl.now()
     machine = record.machine
     step = ctl.plan.steps[machine.step]
@@ -159,7 +163,7 @@ def look(ctl: Controller, record: RolloutRecord) -> tuple[RolloutRecord, Verdict
     return record, verdict, done
 
 
-def _commit(ctl: Controller, record: RolloutRecord, new, actions, what: dict, now: float):
+def _commit(ctl: Controller, record: RolloutRecord, new, actions, what: dict, now: float, applied=frozenset()):
     lines, sha = evidence.append(
         ctl.store.evidence_path(record),
         {
@@ -174,7 +178,7 @@ def _commit(ctl: Controller, record: RolloutRecord, new, actions, what: dict, no
         },
     )
     record = replace(record.with_machine(new), evidence_lines=lines, evidence_sha256=sha)
-    record = ctl.store.save(record, now=now, lease_s=ctl.lease_s)
+    record = ctl.store.save(record, now=now, lease_s=ctl.lease_s, applied=applied)
     lines_done = Executor(ctl.control, ctl.gov, ctl.store, record).run(actions)
     if new.ended:
         finish(ctl, record)
@@ -210,11 +214,19 @@ def finish(ctl: Controller, record: RolloutRecord) -> Entry:
     )
 
 
-def apply_command(ctl: Controller, record: RolloutRecord, cmd: Command):
+def command_of(queued: dict) -> Command:
+    return Command(
+        queued["verb"], queued["actor"], queued["reason"], bool(queued.get("indefinitely")), bool(queued.get("full"))
+    )
+
+
+def apply_command(ctl: Controller, record: RolloutRecord, cmd: Command, applied: frozenset[str] = frozenset()):
     """A manual verb as this controller (the caller holds or has just taken the rollout)."""
     now = ctl.now()
     new, actions = command(ctl.plan, record.machine, cmd, now)
     if new == record.machine and not actions:
+        if applied:
+            record = ctl.store.save(record, now=now, lease_s=ctl.lease_s, applied=applied)
         return record, [f"{cmd.verb}: nothing to do (rollout is {new.phase})"]
     said = {"command": {"verb": cmd.verb, "actor": cmd.actor, "reason": cmd.reason}}
-    return _commit(ctl, record, new, actions, said, now)
+    return _commit(ctl, record, new, actions, said, now, applied)
