@@ -83,3 +83,33 @@ def roll_production_back(to: str, endpoint: str | None, reason: str) -> list[str
     from nerops.controller.manual import rollback_to
 
     return rollback_to(controller(endpoint, actor(), metrics=False), to, reason)
+
+
+@task(cache_policy=NO_CACHE)
+def sweep_endpoint(endpoint: str | None) -> dict:
+    """Alert rules for the live deployments; a rollout without a live owner taken over and driven to its end."""
+    from nerops.controller.sweep import sweep
+
+    report = sweep(controller(endpoint, actor()))
+    rows = [
+        {"rule": r.rule, "deployment": r.deployment, "label": r.label, "state": r.state, "message": r.message}
+        for r in report.results
+    ]
+    return {
+        "endpoint": report.endpoint,
+        "rows": rows,
+        "firing": report.firing,
+        "recorded": report.recorded,
+        "rollout": report.rollout,
+        "rollout_action": report.rollout_action,
+        "rollout_phase": report.rollout_phase,
+    }
+
+
+@task(cache_policy=NO_CACHE)
+def refresh_dashboard(endpoint: str) -> str:
+    """Write the monitoring dashboard again (the page the on-call engineer opens)."""
+    from nerops.reporting import write_monitoring_dashboard
+    from nerops.settings import get_settings
+
+    return str(write_monitoring_dashboard(get_settings(), endpoint=endpoint))

@@ -201,6 +201,28 @@ def test_a_manual_abort_the_owner_does_not_apply_takes_over_and_then_recovery_is
     assert gov.ledger.verify().ok
 
 
+def test_the_health_sweep_takes_over_a_rollout_whose_owner_died_and_finishes_it(platform, prefect_harness, monkeypatch):
+    from flows.health_sweep import health_sweep
+
+    monkeypatch.setenv("NEROPS_STATE_DIR", str(platform["folder"]))
+    monkeypatch.setenv("NEROPS_ROLLOUT_PROFILE", "test")
+    gov = platform["gov"]
+    candidate = platform["challenger"]()
+    dead = controller(platform, "flow-run:killed")
+    dead.lease_s = 1.0
+    record, _ = begin(dead, candidate, new_attempt=True)
+    record, _, _ = look(dead, record)  # then the process "dies": no more looks, the lease runs out
+    time.sleep(1.5)
+    report = health_sweep("ner")
+    assert report["rollout"] == record.rollout_id
+    assert report["rollout_action"] == "taken over from flow-run:killed (lease expired)"
+    assert report["rollout_phase"] == "promoted" and gov.state().champion == candidate
+    assert {row["state"] for row in report["rows"]} <= {"ok", "firing", "no_data", "error"} and report["rows"]
+    assert (platform["folder"] / "dashboard" / "index.html").exists()
+    again = health_sweep("ner")
+    assert again["rollout"] is None and again["recorded"] is None  # nothing changed: no new ledger entry
+
+
 def test_rollback_model_to_previous_moves_production_back_without_retraining(platform, prefect_harness, monkeypatch):
     from flows.rollback_model import rollback_model
     from nerops.controller.manual import previous_champion
