@@ -205,10 +205,12 @@ class EndpointController:
         out: dict[str, object] = dict(pool.status()) if pool else {"name": name}
         if operation and (operation["provisioning_state"] in ("Creating", "Updating") or pool is None):
             out.update(operation)
+        elif operation and operation["provisioning_state"] == "Failed":
+            # the last update failed while the workers it left serve on: Failed, as on Azure ML, until
+            # an operation succeeds; ``workers`` say what serves
+            out.update(provisioning_state="Failed", error=operation["error"], last_operation=operation)
         else:
             out["provisioning_state"] = "Failed" if pool and pool.down_reason else "Succeeded"
-            if operation and operation["provisioning_state"] == "Failed":
-                out["last_operation"] = operation
         return out
 
     def describe(self) -> dict[str, object]:
@@ -263,6 +265,8 @@ class EndpointController:
         existing = self.state.deployments.get(name)
         running = self.pools.get(name)
         if existing == spec and running is not None and running.down_reason is None:
+            if self.operations.get(name, {}).get("provisioning_state") == "Failed":
+                del self.operations[name]  # it is as asked: a failed update before this one is over
             return 200, running.status(), {}
         # a deployment that takes traffic keeps its version; the same spec again restarts a down one
         if existing and existing != spec and (self.state.traffic.get(name) or self.state.mirror.get(name)):
@@ -303,7 +307,7 @@ class EndpointController:
                 running = self.pools.get(name)
                 if running is None or running.down_reason:
                     self.down[name] = str(exc)
-                evidence = {"model": spec.model, "instance_count": spec.instance_count, "reason": str(exc)}
+                evidence = {"model": spec.model, "instance_count": spec.instance_count, "error": str(exc)}
                 await self._append("deployment_failed", subject, evidence, who)
                 operation.update(
                     provisioning_state="Failed", error={"status": status, "code": code, "message": str(exc)}
