@@ -191,7 +191,12 @@ class DeploymentPool:
         for worker in leaving:
             worker.retired = True  # before it leaves the list: the supervisor skips it from now on
         self.workers = self.workers[:count]
-        await asyncio.gather(*(self._retire(w) for w in leaving))
+        try:
+            await asyncio.gather(*(self._retire(w) for w in leaving))
+        except asyncio.CancelledError:  # the endpoint stops: no more waiting for their requests
+            for worker in leaving:
+                await self._terminate(worker)
+            raise
 
     async def _retire(self, worker: Worker) -> None:
         """Stop a worker gracefully: no new request goes to it; those it is answering are answered first."""
