@@ -35,7 +35,8 @@ class EndpointClient:
 
     It implements :class:`nerops.serving.port.EndpointControl`. Writes take a :class:`Change` (who, why,
     which rollout), recorded in the endpoint's ledger entry; ``set_traffic`` takes the caller's
-    ``If-Match`` (the ETag of the state the caller's decision was based on).
+    ``If-Match`` (the ETag of the state the caller's decision was based on); ``begin_scale_deployment``
+    reads the deployment and sends it back with the new instance count and the ETag it read.
     """
 
     def __init__(self, url: str, key: str, *, control_key: str | None = None, timeout: float = 120.0) -> None:
@@ -111,6 +112,32 @@ class EndpointClient:
         if environment_variables:
             body["environment_variables"] = environment_variables
         return self._control("PUT", f"deployments/{name}", body, headers=_change(change))
+
+    def scale_deployment(
+        self, name: str, instance_count: int, *, change: Change | None = None, deadline_s: float = 300.0
+    ) -> dict:
+        """The deployment with ``instance_count`` instances, its traffic served meanwhile:
+        :meth:`begin_scale_deployment` then :meth:`wait_deployment`."""
+        self.begin_scale_deployment(name, instance_count, change=change)
+        return self.wait_deployment(name, deadline_s=deadline_s)
+
+    def begin_scale_deployment(self, name: str, instance_count: int, *, change: Change | None = None) -> dict:
+        """Ask for another instance count; returns at once (``provisioning_state`` Updating, or the status if
+        it already has that many).
+
+        The same PUT as a creation, with the deployment's model and environment as the endpoint has them and
+        the ETag they were read with (``If-Match``): if the deployment changed in between, 412, never a
+        replacement by what was read.
+        """
+        view = self.read()
+        spec = view.state["deployments"].get(name)
+        if spec is None:
+            raise EndpointError(404, "not_found", f"no deployment named {name!r}")
+        body: dict[str, object] = {"model": spec["model"], "instance_count": instance_count}
+        if spec.get("environment_variables"):
+            body["environment_variables"] = spec["environment_variables"]
+        headers = {"If-Match": view.etag, **_change(change)}
+        return self._control("PUT", f"deployments/{name}", body, headers=headers)
 
     def wait_deployment(self, name: str, *, deadline_s: float = 300.0, poll_s: float = 0.2) -> dict:
         """Poll until the deployment's operation ends: its status on success; its error raised on failure."""

@@ -3,9 +3,11 @@
 Rules as Azure ML applies them: a deployment serves one registry version, and only a version
 tagged ``stage=prod`` whose artifacts still match their lineage; traffic and mirror are set as
 a whole object (read-modify-write; ``If-Match`` with the state's ETag refuses a lost update);
-a deployment with traffic cannot be deleted. The state is saved atomically after every
-change, so a restart comes back with the same deployments and traffic, and every change is a
-ledger entry.
+a deployment with traffic cannot be deleted, nor given another model or environment, but it can
+be scaled: a PUT that changes only ``instance_count`` adds or removes workers in place while the
+others serve (a long-running operation, like a creation). The state is saved atomically after
+every change, so a restart comes back with the same deployments and traffic, and every change is
+a ledger entry.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import re
 import secrets
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -130,7 +132,7 @@ class EndpointController:
         self.down: dict[str, str] = {}  # deployments that could not start, with why
         self.socket_dir = Path(tempfile.mkdtemp(prefix="nerops-sock-"))
         self._lock = asyncio.Lock()
-        self.operations: dict[str, dict] = {}  # deployment name -> its last create/replace operation
+        self.operations: dict[str, dict] = {}  # deployment name -> its last create/replace/scale operation
         self._provisioning: dict[str, asyncio.Task] = {}
 
     @classmethod
@@ -191,7 +193,7 @@ class EndpointController:
                 if method == "GET":
                     return 200, self.deployment_status(name), {}
                 if method == "PUT":
-                    return await self._put_deployment(name, _json(body), who)
+                    return await self._put_deployment(name, _json(body), headers.get("if-match"), who)
                 if method == "DELETE":
                     return await self._delete_deployment(name, who)
         raise ControlError(404, "not_found", f"no control route {method} /control/{path}")
@@ -205,10 +207,12 @@ class EndpointController:
         out: dict[str, object] = dict(pool.status()) if pool else {"name": name}
         if operation and (operation["provisioning_state"] in ("Creating", "Updating") or pool is None):
             out.update(operation)
+        elif operation and operation["provisioning_state"] == "Failed":
+            # the last update failed while the workers it left serve on: Failed, as on Azure ML, until
+            # an operation succeeds; ``workers`` say what serves
+            out.update(provisioning_state="Failed", error=operation["error"], last_operation=operation)
         else:
             out["provisioning_state"] = "Failed" if pool and pool.down_reason else "Succeeded"
-            if operation and operation["provisioning_state"] == "Failed":
-                out["last_operation"] = operation
         return out
 
     def describe(self) -> dict[str, object]:
@@ -244,7 +248,11 @@ class EndpointController:
             )
         return 200, self.describe(), {"ETag": self.state.etag()}
 
-    async def _put_deployment(self, name: str, data: dict, who: Who) -> tuple[int, dict, dict[str, str]]:
+    async def _put_deployment(
+        self, name: str, data: dict, if_match: str | None, who: Who
+    ) -> tuple[int, dict, dict[str, str]]:
+        if if_match and if_match.strip('"') != self.state.etag():
+            raise ControlError(412, "precondition_failed", "the endpoint changed since you read it: read it again")
         unknown = set(data) - {"model", "instance_count", "environment_variables"}
         if unknown:
             raise ControlError(400, "invalid_change", f"unknown fields {sorted(unknown)}")
@@ -262,11 +270,18 @@ class EndpointController:
             raise ControlError(400, "invalid_change", str(exc)) from exc
         existing = self.state.deployments.get(name)
         running = self.pools.get(name)
-        if existing == spec and running is not None and running.down_reason is None:
+        serving = running is not None and running.down_reason is None and name not in self.down
+        if existing == spec and serving and name not in self._provisioning:
+            if self.operations.get(name, {}).get("provisioning_state") == "Failed":
+                del self.operations[name]  # it is as asked: a failed update before this one is over
             return 200, running.status(), {}
-        # a deployment that takes traffic keeps its version; the same spec again restarts a down one
-        if existing and existing != spec and (self.state.traffic.get(name) or self.state.mirror.get(name)):
+        # only instance_count differs: a scale, in place while it serves (a down one is started again)
+        scale = existing is not None and replace(existing, instance_count=spec.instance_count) == spec
+        # a deployment that takes traffic keeps its model and environment; the same spec again restarts a down one
+        if existing and not scale and (self.state.traffic.get(name) or self.state.mirror.get(name)):
             raise ControlError(409, "has_traffic", f"deployment {name!r} takes traffic: deploy to a new name instead")
+        if scale and serving:
+            return await self._begin_scale(existing, spec.instance_count, who)
         stage = (await asyncio.to_thread(self.gov.state)).stage(version)  # from the ledger: no registry needed
         if stage is None:
             raise ControlError(409, "not_found", f"{self.gov.model} has no version {version} in the ledger")
@@ -291,6 +306,73 @@ class EndpointController:
         task.add_done_callback(lambda _: self._provisioning.pop(name, None))
         return 202, dict(operation), {"Location": f"/control/deployments/{name}"}
 
+    async def _begin_scale(self, spec: DeploymentSpec, count: int, who: Who) -> tuple[int, dict, dict[str, str]]:
+        name = spec.name
+        if name in self._provisioning:
+            raise ControlError(409, "operation_in_progress", f"deployment {name!r} is being changed: wait, then scale")
+        if count > spec.instance_count:  # new workers load the version: it must still be one that may serve
+            stage = (await asyncio.to_thread(self.gov.state)).stage(spec.model_version)
+            if stage != "prod":
+                why = f"v{spec.model_version} is tagged stage={stage}: it serves on, but no new worker may start it"
+                raise ControlError(409, "not_prod", why)
+        operation = {
+            "name": name,
+            "model_version": spec.model_version,
+            "provisioning_state": "Updating",
+            "started": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "error": None,
+            "scale": {"from": spec.instance_count, "to": count},
+        }
+        self.operations[name] = operation
+        task = asyncio.create_task(self._scale(spec, count, operation, who), name=f"scale-{name}")
+        self._provisioning[name] = task
+        task.add_done_callback(lambda _: self._provisioning.pop(name, None))
+        return 202, dict(operation), {"Location": f"/control/deployments/{name}"}
+
+    async def _scale(self, spec: DeploymentSpec, count: int, operation: dict, who: Who) -> None:
+        """Add or remove workers outside the control lock (the others serve, traffic changes go on), then commit.
+
+        New workers start from the local copy checked again as at creation; a scale-up that fails stops
+        the workers it added and leaves the old ones serving; the saved state keeps the old count.
+        """
+        name, pool = spec.name, self.pools[spec.name]
+        subject = {
+            "model": self.gov.model,
+            "version": spec.model_version,
+            "endpoint": self.state.name,
+            "deployment": name,
+        }
+        try:
+            if count > spec.instance_count:
+                try:
+                    model_dir = await asyncio.to_thread(self.copies.get, spec.model_version)
+                except (LineageError, RegistryError) as exc:
+                    raise ControlError(409, "lineage", f"deployment {name!r}: {exc}") from exc
+                pool.model_dir = model_dir
+            await pool.scale(count)
+        except (ControlError, PoolStartError, OSError) as exc:  # the pool serves on as it was
+            status, code = (exc.status, exc.code) if isinstance(exc, ControlError) else (503, "deployment_failed")
+            async with self._lock:
+                evidence = {
+                    "model": spec.model,
+                    "instance_count": count,
+                    "scale": {"from": spec.instance_count, "to": count},
+                    "error": str(exc),
+                }
+                await self._append("deployment_failed", subject, evidence, who)
+                operation.update(
+                    provisioning_state="Failed", error={"status": status, "code": code, "message": str(exc)}
+                )
+                self._provisioning.pop(name, None)
+            return
+        async with self._lock:
+            current = self.state.deployments[name]  # no delete or replacement while the operation runs
+            after = with_deployment(self.state, replace(current, instance_count=count))
+            evidence = {"model": spec.model, "from": spec.instance_count, "to": count}
+            await self._commit(after, "deployment_scaled", subject, evidence, who)
+            operation.update(provisioning_state="Succeeded")
+            self._provisioning.pop(name, None)
+
     async def _provision(self, spec: DeploymentSpec, replaced: bool, operation: dict, who: Who) -> None:
         """Start the deployment's workers outside the control lock (traffic changes go on meanwhile), then commit."""
         name, version = spec.name, spec.model_version
@@ -303,7 +385,7 @@ class EndpointController:
                 running = self.pools.get(name)
                 if running is None or running.down_reason:
                     self.down[name] = str(exc)
-                evidence = {"model": spec.model, "instance_count": spec.instance_count, "reason": str(exc)}
+                evidence = {"model": spec.model, "instance_count": spec.instance_count, "error": str(exc)}
                 await self._append("deployment_failed", subject, evidence, who)
                 operation.update(
                     provisioning_state="Failed", error={"status": status, "code": code, "message": str(exc)}

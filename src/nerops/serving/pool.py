@@ -10,6 +10,11 @@ reason (the last line the worker wrote). Workers die with the endpoint: each hol
 of a pipe whose write end only the endpoint holds, and exits on end of file (any OS), and on
 Linux also asks for SIGKILL when its parent dies (which reaches a stopped worker too).
 
+:meth:`DeploymentPool.scale` changes a serving pool's size in place. New workers start as at
+creation (retries, readiness) and each takes requests once ready; if one cannot start, the ones
+added are stopped and the old ones serve on. A worker that leaves (scaled in, or added by a
+scale-up that failed) gets no new request and is stopped once the requests it holds are answered.
+
 A request in flight fails with the exact answer of what happened to its worker:
 
     the worker stopped answering (timed out, or killed for failed health checks)  504
@@ -85,6 +90,9 @@ class Worker:
     log_offset: int = 0
     ready: bool = False  # answering its health check: its slots are in the queue
     hung_generation: int = -1  # the generation the supervisor killed for failed health checks
+    retired: bool = False  # leaving the pool (scaled down, or a failed scale-up): no new requests, no restarts
+    in_flight: int = 0  # requests holding one of its slots
+    requests: int = 0  # requests it was given since it joined the pool
 
     @property
     def alive(self) -> bool:
@@ -116,6 +124,7 @@ class DeploymentPool:
     _slots: asyncio.Queue | None = None
     _supervisor: asyncio.Task | None = None
     _stopping: bool = False
+    _joining: list[Worker] = field(default_factory=list)  # starting for a scale-up: not yet in ``workers``
 
     @property
     def request_timeout_s(self) -> float:
@@ -140,8 +149,63 @@ class DeploymentPool:
             self._supervisor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._supervisor
-        for worker in self.workers:
+        for worker in [*self.workers, *self._joining]:
             await self._terminate(worker)
+
+    async def scale(self, count: int) -> None:
+        """Grow or shrink to ``count`` workers while the others serve; ``instance_count`` changes on success.
+
+        Growing starts the new workers as :meth:`start` does (retries, readiness); each takes requests once
+        ready. If one of them cannot start, the ones added are stopped gracefully and :class:`PoolStartError`
+        is raised: the pool serves on with its old workers. Shrinking stops the newest workers gracefully.
+        """
+        if count > len(self.workers):
+            await self._grow(count)
+        elif count < len(self.workers):
+            await self._shrink(count)
+        self.instance_count = count
+
+    async def _grow(self, count: int) -> None:
+        joining = [Worker(i, self.socket_dir / f"{self.name}-{i}.sock") for i in range(len(self.workers), count)]
+        self._joining = joining
+        try:
+            results = await asyncio.gather(*(self._launch_with_retries(w) for w in joining), return_exceptions=True)
+            failures = [r for r in results if isinstance(r, BaseException)]
+            if failures or self._stopping:
+                await asyncio.gather(*(self._retire(w) for w in joining))
+                if failures:
+                    first = failures[0]
+                    raise first if isinstance(first, PoolStartError) else PoolStartError(str(first))
+                return
+            self.workers = [*self.workers, *joining]  # a new list: the supervisor watches them from now on
+        except asyncio.CancelledError:  # the endpoint stops: nothing started is left running
+            for worker in joining:
+                worker.retired = True
+                await self._terminate(worker)
+            raise
+        finally:
+            self._joining = []
+
+    async def _shrink(self, count: int) -> None:
+        leaving = self.workers[count:]
+        for worker in leaving:
+            worker.retired = True  # before it leaves the list: the supervisor skips it from now on
+        self.workers = self.workers[:count]
+        try:
+            await asyncio.gather(*(self._retire(w) for w in leaving))
+        except asyncio.CancelledError:  # the endpoint stops: no more waiting for their requests
+            for worker in leaving:
+                await self._terminate(worker)
+            raise
+
+    async def _retire(self, worker: Worker) -> None:
+        """Stop a worker gracefully: no new request goes to it; those it is answering are answered first."""
+        worker.retired = True
+        deadline = time.monotonic() + self.settings.request_timeout_s + 5.0
+        while worker.in_flight and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await self._terminate(worker)
+        log.info("deployment %s worker %d left the pool", self.name, worker.index)
 
     async def acquire(self, timeout: float | None = None) -> Slot:
         """A free slot of a live worker; raises TimeoutError if none frees up in time."""
@@ -158,11 +222,14 @@ class DeploymentPool:
                 slot = await asyncio.wait_for(self._slots.get(), remaining)
             except TimeoutError:
                 continue
-            if slot.generation == slot.worker.generation and slot.worker.alive:
-                return slot  # stale slots of dead or replaced workers are dropped here
+            if slot.generation == slot.worker.generation and slot.worker.alive and not slot.worker.retired:
+                slot.worker.in_flight += 1
+                slot.worker.requests += 1
+                return slot  # stale slots of dead, replaced or leaving workers are dropped here
 
     def release(self, slot: Slot) -> None:
-        if self._slots is not None and slot.generation == slot.worker.generation:
+        slot.worker.in_flight -= 1
+        if self._slots is not None and slot.generation == slot.worker.generation and not slot.worker.retired:
             self._slots.put_nowait(slot)
 
     async def forward(self, slot: Slot, body: bytes, content_type: str) -> httpx.Response:
@@ -195,15 +262,25 @@ class DeploymentPool:
         )
 
     def status(self) -> dict[str, object]:
+        """The workers serving (and, during a scale-up, those joining: ``joining``) and how many are ready."""
+        workers = [(w, False) for w in self.workers] + [(w, True) for w in self._joining]
         return {
             "name": self.name,
             "model_version": self.model_version,
             "instance_count": self.instance_count,
             "workers": [
-                {"index": w.index, "pid": w.pid, "alive": w.alive, "ready": w.ready and w.alive, "restarts": w.restarts}
-                for w in self.workers
+                {
+                    "index": w.index,
+                    "pid": w.pid,
+                    "alive": w.alive,
+                    "ready": w.ready and w.alive,
+                    "restarts": w.restarts,
+                    "requests": w.requests,
+                    "joining": joining,
+                }
+                for w, joining in workers
             ],
-            "ready": sum(1 for w in self.workers if w.ready and w.alive),
+            "ready": sum(1 for w, _ in workers if w.ready and w.alive and not w.retired),
             "down": self.down_reason,
         }
 
@@ -213,12 +290,16 @@ class DeploymentPool:
         delay = self.settings.restart_backoff_s
         last: Exception | None = None
         for attempt in range(1, self.settings.start_attempts + 1):
+            if worker.retired or self._stopping:  # stopped while it was being started: no more attempts
+                return
             try:
                 await self._launch(worker)
                 return
             except WorkerStartError as exc:
                 last = exc
                 await self._terminate(worker)
+                if worker.retired or self._stopping:
+                    return
                 if attempt < self.settings.start_attempts:
                     log.warning("%s (attempt %d): trying again in %.1f s", exc, attempt, delay)
                     await asyncio.sleep(delay)
@@ -229,8 +310,40 @@ class DeploymentPool:
         )
 
     async def _launch(self, worker: Worker) -> None:
+        try:
+            self._spawn(worker)
+        except OSError as exc:  # no process, no descriptor, its log or socket path unusable: tried again
+            raise WorkerStartError(
+                f"deployment {self.name!r}: worker {worker.index} could not be started: {exc}"
+            ) from exc
+        if worker.client is not None:
+            await worker.client.aclose()
+        worker.client = httpx.AsyncClient(
+            transport=httpx.AsyncHTTPTransport(uds=str(worker.socket)),
+            limits=httpx.Limits(max_connections=SLOTS_PER_WORKER + 2, max_keepalive_connections=SLOTS_PER_WORKER + 2),
+        )
+        await self._wait_ready(worker)
+        if worker.retired or self._stopping:  # stopped while it started: it takes no requests
+            await self._terminate(worker)
+            return
+        worker.ready = True
+        worker.generation += 1
+        worker.health_failures = 0
+        worker.started_at = time.monotonic()
+        for _ in range(SLOTS_PER_WORKER):
+            self._slots.put_nowait(Slot(worker, worker.generation))
+        log.info("deployment %s worker %d ready (pid %s)", self.name, worker.index, worker.pid)
+
+    def _spawn(self, worker: Worker) -> None:
+        """The worker's process, with its log as stderr and the read end of its parent pipe."""
         worker.socket.unlink(missing_ok=True)
-        read_end, write_end = os.pipe()  # the worker exits when this write end closes
+        log_file, worker.log_offset = self._log(worker)
+        with log_file if log_file is not None else contextlib.nullcontext():
+            worker.parent_pipe = self._popen(worker, log_file)
+
+    def _popen(self, worker: Worker, log_file) -> int:
+        """Start the process; returns the write end of its parent pipe (the worker exits when it closes)."""
+        read_end, write_end = os.pipe()
         env = {
             **os.environ,
             **self.environment,
@@ -240,7 +353,6 @@ class DeploymentPool:
             PARENT_FD_VARIABLE: str(read_end),
             "OMP_NUM_THREADS": "1",
         }
-        log_file, worker.log_offset = self._log(worker)
         try:
             worker.process = subprocess.Popen(
                 [sys.executable, "-m", "nerops.serving.worker", "--uds", str(worker.socket)],
@@ -250,25 +362,12 @@ class DeploymentPool:
                 pass_fds=(read_end,),
                 start_new_session=True,
             )
+        except BaseException:
+            os.close(write_end)
+            raise
         finally:
             os.close(read_end)
-            if log_file is not None:
-                log_file.close()
-        worker.parent_pipe = write_end
-        if worker.client is not None:
-            await worker.client.aclose()
-        worker.client = httpx.AsyncClient(
-            transport=httpx.AsyncHTTPTransport(uds=str(worker.socket)),
-            limits=httpx.Limits(max_connections=SLOTS_PER_WORKER + 2, max_keepalive_connections=SLOTS_PER_WORKER + 2),
-        )
-        await self._wait_ready(worker)
-        worker.ready = True
-        worker.generation += 1
-        worker.health_failures = 0
-        worker.started_at = time.monotonic()
-        for _ in range(SLOTS_PER_WORKER):
-            self._slots.put_nowait(Slot(worker, worker.generation))
-        log.info("deployment %s worker %d ready (pid %s)", self.name, worker.index, worker.pid)
+        return write_end
 
     def _log(self, worker: Worker):
         """The worker's stderr file (appended) and where this start begins in it."""
@@ -333,6 +432,8 @@ class DeploymentPool:
             worker.client = None
 
     async def _restart(self, worker: Worker, why: str) -> None:
+        if worker.retired:
+            return
         log.warning("deployment %s worker %d %s: restarting", self.name, worker.index, why)
         await self._terminate(worker)
         worker.restarts += 1
@@ -347,13 +448,13 @@ class DeploymentPool:
         while not self._stopping and self.down_reason is None:
             await asyncio.sleep(0.25)
             for worker in self.workers:
-                if not worker.alive and self.down_reason is None:
+                if not worker.alive and not worker.retired and self.down_reason is None:
                     await self._restart(worker, f"exited (code {worker.process.poll() if worker.process else None})")
             if time.monotonic() - last_health < self.settings.health_interval_s:
                 continue
             last_health = time.monotonic()
             for worker in self.workers:
-                if not worker.alive:
+                if not worker.alive or worker.retired:
                     continue
                 if await self._healthy(worker, timeout=self.settings.health_interval_s):
                     worker.health_failures = 0

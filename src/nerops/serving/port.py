@@ -4,7 +4,11 @@
 adapter will implement it again; :func:`nerops.serving.factory.endpoint_control` picks one by
 settings. Every write says who asks, why and for which rollout (:class:`Change`), and a traffic
 change names the ETag of the state its decision was based on, so a concurrent change is refused
-(412) instead of overwritten.
+(412) instead of overwritten. Creating and scaling a deployment are long-running operations:
+``begin_*`` returns once the endpoint accepted it, ``wait_deployment`` polls it to Succeeded (or
+raises its error), and ``create_deployment`` / ``scale_deployment`` do both. A scale changes only
+the number of instances, so it is allowed while the deployment takes traffic; the instances it
+had serve throughout, and a scale-up that fails leaves them serving.
 """
 
 from __future__ import annotations
@@ -44,6 +48,10 @@ class EndpointControl(Protocol):
     def create_deployment(
         self, name: str, version: str, *, instance_count: int = 1, change: Change | None = None
     ) -> dict: ...
+
+    def begin_scale_deployment(self, name: str, instance_count: int, *, change: Change | None = None) -> dict: ...
+
+    def scale_deployment(self, name: str, instance_count: int, *, change: Change | None = None) -> dict: ...
 
     def set_traffic(
         self,
