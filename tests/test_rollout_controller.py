@@ -117,6 +117,9 @@ def test_a_good_candidate_is_promoted_step_by_step_under_real_traffic(platform):
     assert gov.state().champion == v2
     view = ctl.control.read().state
     assert list(view["deployments"]) == [record.candidate] and view["traffic"] == {record.candidate: 100}
+    assert view["deployments"][record.candidate]["instance_count"] == 2  # scaled to full before 100 %
+    scaled = [e for e in gov.ledger.find(kind="deployment_scaled") if e.subject.get("deployment") == record.candidate]
+    assert len(scaled) == 1
     kinds = [e.kind for e in gov.ledger.find(rollout=record.rollout_id)]
     assert kinds[0] == "rollout_started" and kinds[-1] == "rollout_finished"
     assert "champion_change" in [e.kind for e in gov.ledger.entries()[-6:]]
