@@ -1,7 +1,8 @@
 """Train, save, load and run the NER pipeline: ``text -> [{label, start, end, text}]``.
 
 The saved model is a folder: ``pipeline/`` (a spaCy pipeline whose components are the
-tokenizer, the CRF recognizer and the contact rules) and ``model.json`` (config, config hash,
+tokenizer, the CRF recognizer and the contact rules; a fault model, :mod:`nerops.model.faults`,
+ends with one more) and ``model.json`` (config, config hash,
 dataset version, token-alignment report, training time, dev scores, library versions).
 """
 
@@ -25,7 +26,7 @@ from spacy.language import Language
 from nerops.data import Document
 from nerops.errors import ModelError
 from nerops.evaluation import score
-from nerops.model import components
+from nerops.model import components, faults  # importing them registers their spaCy factories
 from nerops.model.config import TrainConfig
 from nerops.model.features import Gazetteer, cross_gazetteers, doc_features
 from nerops.model.personal import hidden_words, name_spans, name_token_ids
@@ -83,6 +84,11 @@ class Extractor:
     @classmethod
     def load(cls, path: Path) -> Extractor:
         return cls(*load_pipeline(path))
+
+    @property
+    def fault(self) -> faults.FaultSpec | None:
+        """The fault built into this pipeline (:mod:`nerops.model.faults`), or None for a normal model."""
+        return faults.fault_of(self.nlp)
 
     def predict(self, text: str) -> list[dict[str, object]]:
         """Entities of one text, sorted by position; ``[]`` for empty or blank text."""
