@@ -172,6 +172,7 @@ def describe_lineage(gov, ref: str) -> str:
     """How a version was made and what was decided about it, in words."""
     from nerops.errors import LineageError
     from nerops.ledger import describe_entry
+    from nerops.model.faults import describe_fault
 
     version = gov.resolve(ref)
     info = gov.registry.get_version(version)
@@ -187,6 +188,11 @@ def describe_lineage(gov, ref: str) -> str:
         f"  libraries: {libraries}",
         f"  model artifacts sha256 {recorded['artifact_sha256']}",
     ]
+    fault = describe_fault(recorded)
+    if fault:
+        lines.append(f"  {fault}")
+        if recorded.get("fault_reason"):
+            lines.append(f"  why it was made: {recorded['fault_reason']}")
     try:
         gov.verify_lineage(version)
         lines.append("  check: registry tags and artifact bytes match what was recorded at registration")
