@@ -158,7 +158,10 @@ def print_versions(gov) -> None:
         verdict = f"{gate['verdict']} vs {against}" if gate else "-"
         registered = datetime.fromtimestamp(info.created_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
         f1 = _metric(gov, info, "test_micro_f1")
-        table.add_row(f"v{info.version}", info.stage or "-", ", ".join(info.aliases) or "-", f1, verdict, registered)
+        stage = info.stage or "-"
+        if info.lineage.get("fault"):
+            stage += f" (fault {info.lineage['fault']} of v{info.lineage.get('fault_from', '?')})"
+        table.add_row(f"v{info.version}", stage, ", ".join(info.aliases) or "-", f1, verdict, registered)
     console.print(table)
 
 
