@@ -149,7 +149,8 @@ def fault_model(
 
     ``params`` override the kind's defaults (``after``, ``delay_ms``, ``share``, ``keep_every``: see
     :mod:`nerops.model.faults`). The fault acts only in the endpoint's worker processes, so the gate
-    passes it like its source; its lineage names the fault, its parameters and ``fault_from``.
+    passes it like its source; its lineage names the fault, its parameters and ``fault_from``. The same
+    request again builds the same bytes, so registration returns the version already made.
     """
     import tempfile
 
