@@ -20,7 +20,7 @@ from nerops.gating import run_gate
 from nerops.governance import Governance, RegistryAnchor
 from nerops.ledger import Ledger
 from nerops.model import faults
-from nerops.model.pipeline import Extractor
+from nerops.model.pipeline import Extractor, build_fault_model
 from nerops.registry.mlflow_registry import MlflowRegistry
 from nerops.serving.client import LocalEndpoint
 from nerops.settings import Settings
@@ -269,7 +269,7 @@ def test_a_fault_version_takes_production_roles_only_under_the_demo_or_test_prof
         ).version
 
     source = register(tiny_model)
-    built = faults.build_fault_model(
+    built = build_fault_model(
         tiny_model, tmp_path / "fault", faults.fault_params("errors"), from_version=source, from_sha256="", reason="x"
     )
     fault = register(built)  # registered by hand: the lineage still says fault

@@ -154,7 +154,8 @@ def fault_model(
     """
     import tempfile
 
-    from nerops.model.faults import build_fault_model, describe_fault, fault_params
+    from nerops.model.faults import describe_fault, fault_params
+    from nerops.model.pipeline import build_fault_model
 
     spec = fault_params(kind, **params)
     settings = get_settings()

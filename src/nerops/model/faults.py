@@ -1,10 +1,10 @@
 """Fault models: a real model with a fault built into its spaCy pipeline, seen only in serving.
 
 A progressive rollout must be shown rolling back bad candidates that the offline gate lets
-through. :func:`build_fault_model` copies a model folder and appends one ``nerops_fault`` component
-(registered here) to its saved pipeline, with its kind and parameters in the pipeline's own
-config, so the fault travels with the artifacts and runs wherever the model is loaded, an
-endpoint's worker processes included.
+through. A fault model is a copy of a model folder whose saved pipeline ends with one more component,
+``nerops_fault`` (registered here), with its kind and parameters in the pipeline's own
+config (:func:`nerops.model.pipeline.build_fault_model` does it), so the fault travels with the
+artifacts and runs wherever the model is loaded, an endpoint's worker processes included.
 
 **Serving only.** The component does nothing unless the environment variable
 ``NEROPS_SERVING_WORKER`` is ``1`` in the process that runs it. The endpoint's worker
@@ -23,7 +23,7 @@ from the next one on:
 The count is per process (each worker counts its own documents; a restarted worker starts again).
 
 **It cannot leak into a normal model**: training never adds the component, only
-:func:`build_fault_model` does; :class:`~nerops.governance.Governance` writes ``fault`` into the
+:func:`~nerops.model.pipeline.build_fault_model` does; :class:`~nerops.governance.Governance` writes ``fault`` into the
 lineage of every version whose pipeline holds it, whoever registers it, and refuses to approve it
 or make it champion unless the rollout profile is ``demo`` or ``test``. The variable only arms
 components that are there: in a normal pipeline it changes nothing.
@@ -32,17 +32,15 @@ components that are there: in a normal pipeline it changes nothing.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from spacy.language import Language
 from spacy.tokens import Doc
 
-from nerops.errors import ConfigurationError, ModelError
+from nerops.errors import ConfigurationError
 
 FAULT_FACTORY = "nerops_fault"
 SERVING_VARIABLE = "NEROPS_SERVING_WORKER"
@@ -165,31 +163,6 @@ def fault_lineage(nlp: Language, meta: dict) -> dict[str, str]:
         "fault_from": str(made.get("from_version") or "unknown"),
         "fault_reason": str(made.get("reason") or "")[:500],
     }
-
-
-def build_fault_model(
-    source_dir: Path, out_dir: Path, spec: FaultSpec, *, from_version: str, from_sha256: str, reason: str
-) -> Path:
-    """A copy of the model folder ``source_dir`` at ``out_dir`` whose pipeline ends with the fault ``spec``."""
-    from nerops.model.pipeline import META_FILE, PIPELINE_DIR, load_pipeline
-
-    nlp, meta = load_pipeline(source_dir)
-    existing = fault_of(nlp)
-    if existing is not None:
-        raise ModelError(f"{source_dir}: already a fault model ({existing.kind}); build faults from a normal model")
-    nlp.add_pipe(FAULT_FACTORY, last=True, config={"kind": spec.kind, "params": dict(spec.params)})
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=False)
-    nlp.to_disk(out_dir / PIPELINE_DIR)
-    meta["fault"] = {
-        "kind": spec.kind,
-        "params": dict(spec.params),
-        "from_version": str(from_version),
-        "from_artifact_sha256": from_sha256,
-        "reason": reason,
-    }
-    (out_dir / META_FILE).write_text(json.dumps(meta, indent=2))
-    return out_dir
 
 
 def describe_fault(lineage: dict[str, str]) -> str | None:

@@ -266,6 +266,30 @@ def train_model(
     return meta
 
 
+def build_fault_model(
+    source_dir: Path, out_dir: Path, spec: faults.FaultSpec, *, from_version: str, from_sha256: str, reason: str
+) -> Path:
+    """A copy of the model folder ``source_dir`` at ``out_dir`` whose pipeline ends with the fault ``spec``
+    (:mod:`nerops.model.faults`: it acts only in a serving worker); ``model.json`` says where it came from."""
+    nlp, meta = load_pipeline(source_dir)
+    existing = faults.fault_of(nlp)
+    if existing is not None:
+        raise ModelError(f"{source_dir}: already a fault model ({existing.kind}); build faults from a normal model")
+    nlp.add_pipe(faults.FAULT_FACTORY, last=True, config={"kind": spec.kind, "params": dict(spec.params)})
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=False)
+    nlp.to_disk(out_dir / PIPELINE_DIR)
+    meta["fault"] = {
+        "kind": spec.kind,
+        "params": dict(spec.params),
+        "from_version": str(from_version),
+        "from_artifact_sha256": from_sha256,
+        "reason": reason,
+    }
+    (out_dir / META_FILE).write_text(json.dumps(meta, indent=2))
+    return out_dir
+
+
 def library_versions() -> dict[str, str]:
     versions = {"python": platform.python_version()}
     for package in ("nerops", "spacy", "python-crfsuite", "mlflow", "prefect"):
