@@ -145,6 +145,48 @@ def approve(version: str, reason: str) -> None:
     click.echo(_approved(approve_version(version, reason, actor=get_settings().who)))
 
 
+@main.command("fault-model")
+@click.option(
+    "--from", "source", required=True, help="The version (number or alias) whose model the fault is built on."
+)
+@click.option(
+    "--fault", "kind", required=True, type=click.Choice(["slow", "fewer-entities", "errors"]), help="What goes wrong."
+)
+@click.option(
+    "--after", type=click.IntRange(min=0), default=None, help="Documents each serving worker answers well first [10]."
+)
+@click.option("--delay-ms", type=int, default=None, help="slow: milliseconds added [200].")
+@click.option(
+    "--share", type=float, default=None, help="slow / errors: share of inputs hit, by hash of the text [1.0 / 0.3]."
+)
+@click.option("--keep-every", type=int, default=None, help="fewer-entities: keep 1 entity in this many [5].")
+@click.option(
+    "--reason", default="fault model for a rollout demonstration", show_default=True, help="Recorded in the lineage."
+)
+def fault_model(
+    source: str,
+    kind: str,
+    after: int | None,
+    delay_ms: int | None,
+    share: float | None,
+    keep_every: int | None,
+    reason: str,
+) -> None:
+    """Register a new version: VERSION's model with a fault in its spaCy pipeline that acts only in serving.
+
+    The gate passes it like its source; served by the endpoint it is slow, drops entities or answers 500,
+    for a rollout to roll back. It may be approved or become champion only under the rollout profile
+    demo or test (NEROPS_ROLLOUT_PROFILE).
+    """
+    from nerops.lifecycle import fault_model as build
+
+    given = {"after": after, "delay_ms": delay_ms, "share": share, "keep_every": keep_every}
+    result = build(
+        source, kind, reason=reason, actor=get_settings().who, **{k: v for k, v in given.items() if v is not None}
+    )
+    click.echo(f"registered v{result['version']} (candidate): {result['description']}")
+
+
 def _approved(result: dict) -> str:
     champion = f"v{result['champion']}" if result["champion"] else "none"
     return (

@@ -5,7 +5,8 @@ Order of writes, so that a failure leaves nothing half-done:
 - register: look the model folder's hash up (a retry returns the version already made) -> registry
   version (tags: lineage, stage=candidate) -> ledger ``registration`` (the commit point). A crash in
   between leaves an *orphan* version that ``verify`` reports and ``reconcile`` repairs.
-- approve / champion changes / retire / reinstate: validate (lineage intact) -> compare-and-append under
+- approve / champion changes / retire / reinstate: validate (lineage intact; a fault model only under the
+  ``demo`` or ``test`` rollout profile, :meth:`Governance._fault_allowed`) -> compare-and-append under
   the ledger lock (the precondition, e.g. "the champion is still 3", is checked against the ledger
   inside the lock; the same request retried returns the entry already written) -> registry tags and
   aliases, a view of the ledger that ``reconcile`` re-applies after a crash (the ledger wins).
@@ -34,10 +35,12 @@ from nerops.decisions import (
 from nerops.errors import ConflictError, LineageError, PromotionError, RegistryError, TransientBackendError
 from nerops.gate import GateResult
 from nerops.ledger import Entry, Ledger
+from nerops.model.faults import FAULT_PROFILES, fault_lineage
 from nerops.model.pipeline import Extractor
 from nerops.registry import CHALLENGER, CHAMPION, STAGE_TAG, ModelRegistry, VersionInfo
 from nerops.registry.anchor import RegistryAnchor
 from nerops.registry.lineage import artifact_sha256, lineage_changes, lineage_tags
+from nerops.settings import get_settings
 
 __all__ = ["SYNTHETIC_EXAMPLE", "Governance", "RegistryAnchor", "request_key"]
 
@@ -92,13 +95,15 @@ class Governance:
         metrics: dict[str, float],
     ) -> VersionInfo:
         """Log and register a trained model folder as a new candidate version (once: a retry finds it)."""
-        Extractor.load(model_dir)  # validate before writing anything
+        extractor = Extractor.load(model_dir)  # validate before writing anything
         lineage = {
             "dataset_version": dataset_version,
             "config_hash": config_hash,
             "git_commit": git_commit,
             "artifact_sha256": artifact_sha256(model_dir),
             **{f"lib.{name}": version for name, version in sorted(libraries.items())},
+            # a pipeline with a fault built in says so, whoever registers it (nerops.model.faults)
+            **fault_lineage(extractor.nlp, extractor.meta),
         }
         existing = self.registry.find_by_artifacts(lineage["artifact_sha256"])
         if existing is not None:
@@ -183,6 +188,7 @@ class Governance:
     def approve(self, ref: str, *, reason: str) -> Entry:
         """Approve a version for production traffic (stage=prod, alias challenger): needs a current gate pass."""
         version = self.resolve(ref)
+        self._fault_allowed(version, "approve")
         self._lineage_ok(version, "approve")
         gate = self.state().gates.get(version)
         return self._compare_and_append(
@@ -200,6 +206,7 @@ class Governance:
     ) -> Entry:
         """Move the champion from ``expected`` to a stage=prod version (audited; refused if it moved meanwhile)."""
         version = ref if cause in ("rollout", "rollback") else self.resolve(ref)  # no registry needed for these
+        self._fault_allowed(version, "make champion")
         if cause == "manual":
             self._lineage_ok(version, "make champion")
         kind = "initial_deployment" if cause == "initial_deployment" else "champion_change"
@@ -229,6 +236,7 @@ class Governance:
     def reinstate(self, ref: str, *, reason: str) -> Entry:
         """Return a ``retired`` version to stage=prod (never a rolled-back or faulty one)."""
         version = self.resolve(ref)
+        self._fault_allowed(version, "reinstate")
         self._lineage_ok(version, "reinstate")
         return self._compare_and_append(
             "reinstatement",
@@ -239,6 +247,18 @@ class Governance:
             in_force=lambda state, done: state.stage(version) == "prod",
             what="reinstate",
         )
+
+    def _fault_allowed(self, version: str, what: str) -> None:
+        """A fault model (lineage ``fault``, recorded at registration) takes production roles (stage=prod,
+        champion) only under the rollout profiles ``demo`` and ``test``; read from the ledger alone."""
+        lineage = self.registration(version) or {}
+        profile = get_settings().rollout_profile
+        if lineage.get("fault") and profile not in FAULT_PROFILES:
+            raise PromotionError(
+                f"cannot {what} v{version}: it is a fault model (fault: {lineage['fault']}, built from "
+                f"v{lineage.get('fault_from', '?')}), allowed only under rollout profile "
+                f"{' or '.join(FAULT_PROFILES)}, and NEROPS_ROLLOUT_PROFILE is {profile!r}"
+            )
 
     def _lineage_ok(self, version: str, what: str) -> None:
         try:

@@ -137,6 +137,60 @@ def register_candidate(
     return info.version
 
 
+def fault_model(
+    source: str,
+    kind: str,
+    *,
+    reason: str = "fault model for a rollout demonstration",
+    actor: str | None = None,
+    **params: int | float | None,
+) -> dict[str, object]:
+    """Register a new version built from ``source``'s model folder with the fault ``kind`` in its spaCy pipeline.
+
+    ``params`` override the kind's defaults (``after``, ``delay_ms``, ``share``, ``keep_every``: see
+    :mod:`nerops.model.faults`). The fault acts only in the endpoint's worker processes, so the gate
+    passes it like its source; its lineage names the fault, its parameters and ``fault_from``. The same
+    request again builds the same bytes, so registration returns the version already made.
+    """
+    import tempfile
+
+    from nerops.model.faults import describe_fault, fault_params
+    from nerops.model.pipeline import build_fault_model
+
+    spec = fault_params(kind, **params)
+    settings = get_settings()
+    gov = open_governance(settings, actor=actor)
+    version = gov.resolve(source)
+    recorded = gov.registration(version)
+    if recorded is None:
+        raise ConfigurationError(f"{gov.model} v{version} has no registration entry in the ledger: nothing to build on")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    out = settings.models_dir / f"fault-{spec.kind}-from-v{version}-{stamp}"
+    with tempfile.TemporaryDirectory(prefix="nerops-fault-") as tmp:
+        folder = gov.check_lineage(version, Path(tmp))  # built only from verified artifacts
+        build_fault_model(
+            folder, out, spec, from_version=version, from_sha256=recorded["artifact_sha256"], reason=reason
+        )
+    info = gov.register(
+        out,
+        dataset_version=recorded.get("dataset_version", "unknown"),
+        config_hash=recorded.get("config_hash", "unknown"),
+        git_commit=git_commit(),
+        libraries=library_versions(),
+        params={"fault": spec.kind, "fault_from": version, **{f"fault.{k}": v for k, v in spec.params.items()}},
+        metrics={},  # the gate measures it; offline it predicts exactly as its source
+    )
+    lineage = info.lineage
+    return {
+        "version": info.version,
+        "fault": spec.kind,
+        "params": spec.params,
+        "fault_from": version,
+        "model_dir": str(out),
+        "description": describe_fault(lineage),
+    }
+
+
 def gate_version(version: str, policy: GatePolicy | None = None, *, actor: str | None = None) -> dict[str, object]:
     """Gate a version against the champion of this moment on the fixed test set."""
     from nerops.data import read_corpus, sha256_file

@@ -158,7 +158,10 @@ def print_versions(gov) -> None:
         verdict = f"{gate['verdict']} vs {against}" if gate else "-"
         registered = datetime.fromtimestamp(info.created_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
         f1 = _metric(gov, info, "test_micro_f1")
-        table.add_row(f"v{info.version}", info.stage or "-", ", ".join(info.aliases) or "-", f1, verdict, registered)
+        stage = info.stage or "-"
+        if info.lineage.get("fault"):
+            stage += f" (fault {info.lineage['fault']} of v{info.lineage.get('fault_from', '?')})"
+        table.add_row(f"v{info.version}", stage, ", ".join(info.aliases) or "-", f1, verdict, registered)
     console.print(table)
 
 
@@ -172,6 +175,7 @@ def describe_lineage(gov, ref: str) -> str:
     """How a version was made and what was decided about it, in words."""
     from nerops.errors import LineageError
     from nerops.ledger import describe_entry
+    from nerops.model.faults import describe_fault
 
     version = gov.resolve(ref)
     info = gov.registry.get_version(version)
@@ -187,6 +191,11 @@ def describe_lineage(gov, ref: str) -> str:
         f"  libraries: {libraries}",
         f"  model artifacts sha256 {recorded['artifact_sha256']}",
     ]
+    fault = describe_fault(recorded)
+    if fault:
+        lines.append(f"  {fault}")
+        if recorded.get("fault_reason"):
+            lines.append(f"  why it was made: {recorded['fault_reason']}")
     try:
         gov.verify_lineage(version)
         lines.append("  check: registry tags and artifact bytes match what was recorded at registration")

@@ -1,7 +1,8 @@
 """Train, save, load and run the NER pipeline: ``text -> [{label, start, end, text}]``.
 
 The saved model is a folder: ``pipeline/`` (a spaCy pipeline whose components are the
-tokenizer, the CRF recognizer and the contact rules) and ``model.json`` (config, config hash,
+tokenizer, the CRF recognizer and the contact rules; a fault model, :mod:`nerops.model.faults`,
+ends with one more) and ``model.json`` (config, config hash,
 dataset version, token-alignment report, training time, dev scores, library versions).
 """
 
@@ -25,7 +26,7 @@ from spacy.language import Language
 from nerops.data import Document
 from nerops.errors import ModelError
 from nerops.evaluation import score
-from nerops.model import components
+from nerops.model import components, faults  # importing them registers their spaCy factories
 from nerops.model.config import TrainConfig
 from nerops.model.features import Gazetteer, cross_gazetteers, doc_features
 from nerops.model.personal import hidden_words, name_spans, name_token_ids
@@ -83,6 +84,11 @@ class Extractor:
     @classmethod
     def load(cls, path: Path) -> Extractor:
         return cls(*load_pipeline(path))
+
+    @property
+    def fault(self) -> faults.FaultSpec | None:
+        """The fault built into this pipeline (:mod:`nerops.model.faults`), or None for a normal model."""
+        return faults.fault_of(self.nlp)
 
     def predict(self, text: str) -> list[dict[str, object]]:
         """Entities of one text, sorted by position; ``[]`` for empty or blank text."""
@@ -258,6 +264,30 @@ def train_model(
         meta["dev_micro"] = dev["micro"]
         (out_dir / META_FILE).write_text(json.dumps(meta, indent=2))
     return meta
+
+
+def build_fault_model(
+    source_dir: Path, out_dir: Path, spec: faults.FaultSpec, *, from_version: str, from_sha256: str, reason: str
+) -> Path:
+    """A copy of the model folder ``source_dir`` at ``out_dir`` whose pipeline ends with the fault ``spec``
+    (:mod:`nerops.model.faults`: it acts only in a serving worker); ``model.json`` says where it came from."""
+    nlp, meta = load_pipeline(source_dir)
+    existing = faults.fault_of(nlp)
+    if existing is not None:
+        raise ModelError(f"{source_dir}: already a fault model ({existing.kind}); build faults from a normal model")
+    nlp.add_pipe(faults.FAULT_FACTORY, last=True, config={"kind": spec.kind, "params": dict(spec.params)})
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=False)
+    nlp.to_disk(out_dir / PIPELINE_DIR)
+    meta["fault"] = {
+        "kind": spec.kind,
+        "params": dict(spec.params),
+        "from_version": str(from_version),
+        "from_artifact_sha256": from_sha256,
+        "reason": reason,
+    }
+    (out_dir / META_FILE).write_text(json.dumps(meta, indent=2))
+    return out_dir
 
 
 def library_versions() -> dict[str, str]:

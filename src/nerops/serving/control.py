@@ -414,6 +414,8 @@ class EndpointController:
         if old:
             await old.stop()
         serving = {spec.model_version for spec in self.state.deployments.values()}
+        # and the versions of deployments still being created: their copies are in use by workers starting now
+        serving |= {self.operations[other]["model_version"] for other in self._provisioning if other in self.operations}
         await asyncio.to_thread(self.copies.prune, serving)
 
     async def _delete_deployment(self, name: str, who: Who) -> tuple[int, dict, dict[str, str]]:

@@ -6,7 +6,10 @@ environment variables, as an Azure ML deployment's scoring script learns it:
 socket that only the endpoint talks to. Scoring answers carry a header ``x-nerops-signals``
 (counts only, never text) that the endpoint turns into model-signal telemetry and strips.
 
-Predictions run one at a time in a thread, so ``/health`` is answered while one runs. The
+Predictions run one at a time in a thread, so ``/health`` is answered while one runs. A prediction
+that raises is answered 500 (``model_error``, the exception's type only). Once its model is loaded
+and warmed up the worker sets ``NEROPS_SERVING_WORKER=1`` in its own process: the trigger of a
+fault model's serving-only fault (:mod:`nerops.model.faults`), which changes nothing in a normal model. The
 worker dies with the endpoint: it exits when the pipe named by ``NEROPS_PARENT_FD`` reaches end
 of file (the endpoint holds its only write end), and on Linux also asks the kernel for SIGKILL
 when its parent dies.
@@ -71,6 +74,11 @@ class WorkerApp:
         except ScoringError as exc:
             await _send_json(send, exc.status, exc.body())
             return
+        except Exception as exc:  # the model failed on this input: a 500 that names the error's type, never the text
+            print(f"worker: the model failed on a request ({type(exc).__name__})", file=sys.stderr, flush=True)
+            message = f"the model failed on this input ({type(exc).__name__})"
+            await _send_json(send, 500, {"error": {"code": "model_error", "message": message}})
+            return
         signals = [[s.input_chars, s.entities, s.entities_per_label] for s in scored.signals]
         await _send_json(send, 200, scored.payload, [(SIGNALS_HEADER, json.dumps(signals).encode())])
 
@@ -117,6 +125,7 @@ def die_with_parent(fd: int | None) -> None:
 def main() -> None:
     import uvicorn
 
+    from nerops.model.faults import arm_in_this_process
     from nerops.model.pipeline import Extractor
 
     parser = argparse.ArgumentParser(description="A nerops deployment worker (started by the endpoint).")
@@ -126,6 +135,7 @@ def main() -> None:
     die_with_parent(int(parent_fd) if parent_fd else None)
     extractor = Extractor.load(os.environ["NEROPS_MODEL_DIR"])
     extractor.predict("warm up  Jane Example  jane@example.com")
+    arm_in_this_process()  # a fault model's fault acts from here on, in serving only (nerops.model.faults)
     max_body = os.environ.get("NEROPS_MAX_BODY_BYTES", str(Limits.max_body_bytes))
     if not max_body.isdigit():
         raise SystemExit(f"NEROPS_MAX_BODY_BYTES must be a whole number of bytes, not {max_body!r}")
