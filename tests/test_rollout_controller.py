@@ -67,7 +67,17 @@ def platform(tmp_path_factory, tiny_model: Path, reseeded_model: Path, synthetic
         other = next(v for v in models if v != gov.state().champion)
         return platform_register(models[other]) if gov.state().challenger != other else other
 
-    yield {"folder": folder, "gov": gov, "endpoint": ep, "versions": (v1, v2), "challenger": challenger}
+    def fault(kind: str, **params) -> str:
+        """A fault version built from the champion (the gate passes it like its source), approved."""
+        from nerops.lifecycle import fault_model
+
+        made = fault_model(gov.state().champion, kind, reason="test: a bad candidate", actor="tester@test", **params)
+        version = str(made["version"])
+        assert run_gate(gov, version, docs, POLICY, test_sha256="0" * 64, personal=synthetic_personal)[0].passed
+        gov.approve(version, reason="test: fault")
+        return version
+
+    yield {"folder": folder, "gov": gov, "endpoint": ep, "versions": (v1, v2), "challenger": challenger, "fault": fault}
     stop.set()
     thread.join(30)
     ep.stop()
@@ -155,6 +165,45 @@ def test_the_progressive_rollout_flow_promotes_and_leaves_its_artifacts(platform
     assert table.count("| healthy |") >= 5  # readiness, then each step's end
     assert artifacts(f"ner-v{v3}-1-progress")
     assert artifacts(f"ner-v{v3}-1-progress")
+
+
+@pytest.mark.parametrize(
+    ("kind", "params", "metric"),
+    [
+        ("slow", {"after": 0, "delay_ms": 150}, "latency"),
+        ("fewer-entities", {"after": 0}, "entities-per"),
+        ("errors", {"after": 2, "share": 0.5}, "server-error"),
+    ],
+)
+def test_a_bad_candidate_the_gate_passed_is_rolled_back_by_the_judge_with_its_evidence(
+    platform, kind, params, metric, monkeypatch
+):
+    monkeypatch.setenv("NEROPS_STATE_DIR", str(platform["folder"]))
+    monkeypatch.setenv("NEROPS_ROLLOUT_PROFILE", "test")
+    gov = platform["gov"]
+    champion = gov.state().champion
+    version = platform["fault"](kind, **params)
+    ctl = controller(platform)
+    record, _ = begin(ctl, version)
+    record, verdicts = drive(ctl, record)
+    assert record.state["phase"] == "rolled_back", record.state.get("ending")
+    assert record.state["weights"][-1] == 0 and metric in record.state["ending"]
+    assert gov.state().champion == champion and gov.state().archived.get(version) == "rolled_back"
+    looks = evidence.read(ctl.store.evidence_path(record))
+    first_live = next(
+        i
+        for i, line in enumerate(looks)
+        if any(m["candidate_samples"] for m in line["look"]["metrics"] if m["traffic"][0] == "live")
+    )
+    decided = next(i for i, line in enumerate(looks) if line["phase"] == "rolled_back")
+    print(f"{kind}: decided {decided - first_live} looks after the first with live candidate requests")
+    assert decided - first_live <= 4  # measured: 1-2 looks (test profile: 1 s looks)
+    unhealthy = [m for m in looks[decided]["look"]["metrics"] if m["status"] == "unhealthy"]
+    assert unhealthy or looks[decided]["look"]["hard_failures"]
+    for m in unhealthy:  # the evidence a person reads: the test, the values, the samples, the threshold
+        assert m["e_value"] >= m["threshold"] and m["candidate_samples"] >= m["min_samples"] and m["tested"]
+    view = ctl.control.read().state
+    assert record.candidate not in view["deployments"]  # scaled down: deleted once it took no traffic
 
 
 def test_an_abandoned_rollout_is_refused_to_others_until_its_lease_ends_then_taken_over(platform):

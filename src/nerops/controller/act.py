@@ -39,7 +39,10 @@ class Executor:
 
     @property
     def change(self) -> Change:
-        return Change(self.record.owner, self.reason or f"rollout {self.record.rollout_id}", self.record.rollout_id)
+        """Who and why, as the endpoint's change headers take them (printable, at most 200 characters)."""
+        why = " ".join((self.reason or f"rollout {self.record.rollout_id}").split())
+        why = "".join(c if c.isprintable() and ord(c) < 127 else "?" for c in why)
+        return Change(self.record.owner, why[:200].strip(), self.record.rollout_id)
 
     def run(self, actions: tuple[Action, ...]) -> list[str]:
         """Carry out ``actions`` in order; return one line per action, for the run's log."""

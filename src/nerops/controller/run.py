@@ -18,7 +18,7 @@ from nerops.controller.ownership import claim, subject
 from nerops.controller.records import RecordStore, RolloutRecord, RolloutRefused
 from nerops.governance import Governance
 from nerops.ledger import Entry
-from nerops.rollout.actions import Command
+from nerops.rollout.actions import Command, SetTraffic
 from nerops.rollout.judge import judge
 from nerops.rollout.machine import advance, command, start
 from nerops.rollout.plan import Plan
@@ -144,6 +144,10 @@ def begin(ctl: Controller, version: str, *, new_attempt: bool = False, labels: t
 
 def look(ctl: Controller, record: RolloutRecord) -> tuple[RolloutRecord, Verdict, list[str]]:
     """One look of the judge and one step of the machine, with its evidence and its actions."""
+    if record.ended:  # a look after the end (a retry after a failed action): make the ending's traffic true
+        weight = 100 if record.state["phase"] == "promoted" else 0
+        line = Executor(ctl.control, ctl.gov, ctl.store, record).set_traffic(SetTraffic(weight, 0, None))
+        return record, Verdict("healthy", f"ended ({record.state['phase']}): {line}", ctl.now(), None, 0.0), [line]
     for queued in record.pending:  # manual verbs left by the CLI for the owner: first
         record, _ = apply_command(ctl, record, command_of(queued), applied=frozenset({queued["id"]}))
         if record.ended:

@@ -16,7 +16,8 @@ documents it sees and leaves the first ``after`` alone (a worker's readiness pro
 from the next one on:
 
 - ``slow``: sleeps ``delay_ms`` on a ``share`` of the documents (chosen by a hash of the text);
-- ``fewer-entities``: keeps only every ``keep_every``-th entity of each document;
+- ``fewer-entities``: keeps only every ``keep_every``-th entity (counted across documents: a CV is cut
+  into short pieces, and a per-piece count would keep the first entity of nearly every piece);
 - ``errors``: raises :class:`InjectedFault` on a ``share`` of the documents (by hash of the text),
   which the worker answers with a 500.
 
@@ -116,6 +117,7 @@ class FaultComponent:
         self.kind = spec.kind
         self.params = spec.params
         self._seen = 0
+        self._entities = 0  # across documents: a CV is cut into many short pieces, most with one entity
         self._lock = threading.Lock()
 
     def __call__(self, doc: Doc) -> Doc:
@@ -130,7 +132,13 @@ class FaultComponent:
             if chosen(doc.text, self.params["share"]):
                 time.sleep(self.params["delay_ms"] / 1000)
         elif self.kind == "fewer-entities":
-            doc.ents = list(doc.ents)[:: int(self.params["keep_every"])]
+            every, kept = int(self.params["keep_every"]), []
+            with self._lock:
+                for ent in doc.ents:
+                    self._entities += 1
+                    if self._entities % every == 1:
+                        kept.append(ent)
+            doc.ents = kept
         elif self.kind == "errors" and chosen(doc.text, self.params["share"]):
             raise InjectedFault(
                 f"{FAULT_FACTORY}: injected fault 'errors' on one of the {self.params['share']:.0%} of inputs it fails"
