@@ -20,4 +20,4 @@ def test_every_deployment_names_a_flow_of_the_same_name_with_valid_parameters():
         assert flow.name == deployment["name"]
         flow.validate_parameters(deployment.get("parameters", {}))
         names.append(deployment["name"])
-    assert names == ["retrain-model", "gate-model"]
+    assert names == ["retrain-model", "gate-model", "progressive-rollout", "rollback-model", "health-sweep"]
