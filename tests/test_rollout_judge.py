@@ -257,7 +257,7 @@ def test_require_equivalence_holds_the_verdict_at_inconclusive_until_the_bound_i
         ([200, 200, 200], "healthy"),
         ([200, 503, 200], "unhealthy"),
         ([200, None, 200], "error"),
-        ([200, 404, 200], "unhealthy"),
+        ([200, 404, 200], "error"),
         ([200], "error"),
     ],
 )

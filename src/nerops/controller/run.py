@@ -125,10 +125,15 @@ def begin(ctl: Controller, version: str, *, new_attempt: bool = False, labels: t
     )
     if how == "started":
         change = Change(ctl.owner, f"candidate of rollout {record.rollout_id}", record.rollout_id)
-        ctl.control.begin_create_deployment(
-            record.candidate, version, instance_count=ctl.plan.instances_for(0), change=change
-        )
-        ctl.control.wait_deployment(record.candidate, deadline_s=ctl.plan.steps[0].deadline)
+        try:
+            ctl.control.begin_create_deployment(
+                record.candidate, version, instance_count=ctl.plan.instances_for(0), change=change
+            )
+            ctl.control.wait_deployment(record.candidate, deadline_s=ctl.plan.steps[0].deadline)
+        except Exception as exc:  # not the model's verdict: the rollout ends aborted, the version stays prod
+            why = f"the candidate deployment could not be created: {type(exc).__name__}: {exc}"[:300]
+            apply_command(ctl, record, Command("abort", ctl.owner, why))
+            raise RolloutRefused(f"rollout {record.rollout_id} aborted: {why}") from exc
         _, actions = start(
             ctl.plan,
             endpoint=ctl.endpoint,

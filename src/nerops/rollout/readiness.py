@@ -22,7 +22,7 @@ def smoke_verdict(statuses: Sequence[int | None], *, required: int, now: float, 
     if failed:
         return Verdict("unhealthy", f"{summary}; server errors {sorted(set(failed))}", now, None, interval)
     if wrong:
-        return Verdict("unhealthy", f"{summary}; refused with {sorted(set(wrong))}", now, None, interval)
+        return Verdict("error", f"{summary}; refused with {sorted(set(wrong))}", now, None, interval)
     if lost or len(answered) < required:
         return Verdict("error", f"{summary}; {len(lost)} without an answer", now, None, interval)
     return Verdict("healthy", summary, now, None, interval)
