@@ -279,6 +279,45 @@ def test_the_health_sweep_takes_over_a_rollout_whose_owner_died_and_finishes_it(
     assert again["rollout"] is None and again["recorded"] is None  # nothing changed: no new ledger entry
 
 
+def test_with_the_metrics_store_unreadable_traffic_freezes_never_promotes_and_a_manual_rollback_completes(
+    platform, monkeypatch
+):
+    from nerops.controller.manual import manual
+    from nerops.rollout.actions import Command
+
+    monkeypatch.setenv("NEROPS_STATE_DIR", str(platform["folder"]))
+    monkeypatch.setenv("NEROPS_ROLLOUT_PROFILE", "test")
+    gov = platform["gov"]
+    champion = gov.state().champion
+    candidate = platform["fault"]("slow", after=100000)  # a version of its own (its fault never arms here)
+    ctl = controller(platform, "flow-run:blind")
+    record, _ = begin(ctl, candidate, new_attempt=True)
+    record, _, _ = look(ctl, record)  # readiness: smoke requests, no metrics needed
+    assert record.state["weight"] == 5
+    ctl.source = _Failing()  # the store goes down mid-rollout
+    statuses = []
+    for _ in range(4):
+        time.sleep(ctl.plan.interval)
+        record, verdict, _ = look(ctl, record)
+        statuses.append(verdict.status)
+    assert set(statuses) == {"error"} and record.state["frozen"] and record.state["weight"] == 5
+    assert "the metrics source failed" in record.state["frozen"]
+    rolled, _, how = manual(ctl, Command("rollback", ctl.owner, "metrics down, rolling back to be safe"))
+    assert rolled.state["phase"] == "rolled_back" and gov.state().champion == champion
+    view = ctl.control.read().state
+    assert {k: v for k, v in view["traffic"].items() if v} == {record.stable: 100}
+
+
+class _Failing:
+    """A metrics source whose store is down: every read raises, as an unreachable Log Analytics would."""
+
+    def series(self, *args, **kwargs):
+        raise OSError("telemetry store unavailable")
+
+    def watermark(self, endpoint):
+        raise OSError("telemetry store unavailable")
+
+
 def test_rollback_model_to_previous_moves_production_back_without_retraining(platform, prefect_harness, monkeypatch):
     from flows.rollback_model import rollback_model
     from nerops.controller.manual import previous_champion
