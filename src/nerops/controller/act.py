@@ -17,7 +17,7 @@ import logging
 from dataclasses import dataclass
 
 from nerops.controller import evidence
-from nerops.controller.ownership import subject
+from nerops.controller.ownership import once, subject
 from nerops.controller.records import RecordStore, RolloutRecord
 from nerops.errors import ConflictError, RegistryError, TransientBackendError
 from nerops.governance import Governance
@@ -107,17 +107,7 @@ class Executor:
         return f"{action.deployment}: {current} -> {action.instances} instances"
 
     def delete(self, deployment: str, why: str) -> str:
-        state = self.control.read().state
-        if deployment not in state.get("deployments", {}):
-            return ""
-        if state.get("traffic", {}).get(deployment) or state.get("mirror", {}).get(deployment):
-            raise ConflictError(f"deployment {deployment!r} still takes traffic: not deleting it")
-        try:
-            self.control.delete_deployment(deployment, change=Change(self.record.owner, why, self.record.rollout_id))
-        except EndpointError as exc:
-            if exc.status != 404:
-                raise
-        return f"deleted deployment {deployment} ({why})"
+        return delete_deployment(self.control, deployment, Change(self.record.owner, why, self.record.rollout_id))
 
     def decision(self, action: Record) -> Entry:
         lines, sha = evidence.digest(self.store.evidence_path(self.record))
@@ -138,16 +128,6 @@ class Executor:
         )
 
     def archive(self, action: TagVersion) -> str:
-        def check(entries: list[Entry]) -> Entry | None:
-            return next(
-                (
-                    e
-                    for e in reversed(entries)
-                    if e.kind == "rollback" and e.subject.get("rollout") == self.record.rollout_id
-                ),
-                None,
-            )
-
         lines, sha = evidence.digest(self.store.evidence_path(self.record))
         entry = self.gov.ledger.append(
             "rollback",
@@ -160,7 +140,7 @@ class Executor:
                 "evidence_sha256": sha,
             },
             actor=self.record.owner,
-            check=check,
+            check=once("rollback", self.record.rollout_id),
         )
         self._registry_catch_up(action.version)
         return f"ledger entry {entry.seq}: v{action.version} archived ({action.reason})"
@@ -186,3 +166,18 @@ class Executor:
             self.gov.apply(self.gov.state(), [version])
         except (TransientBackendError, RegistryError, OSError) as exc:
             log.warning("v%s: the registry is behind the ledger (%s); nerops reconcile applies it", version, exc)
+
+
+def delete_deployment(control: EndpointControl, deployment: str, change: Change) -> str:
+    """Delete a deployment that takes no traffic (nothing to do if it is gone); refused while it takes traffic."""
+    state = control.read().state
+    if deployment not in state.get("deployments", {}):
+        return ""
+    if state.get("traffic", {}).get(deployment) or state.get("mirror", {}).get(deployment):
+        raise ConflictError(f"deployment {deployment!r} still takes traffic: not deleting it")
+    try:
+        control.delete_deployment(deployment, change=change)
+    except EndpointError as exc:
+        if exc.status != 404:
+            raise
+    return f"deleted deployment {deployment} ({change.reason})"

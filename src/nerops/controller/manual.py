@@ -16,7 +16,7 @@ import time
 import uuid
 from dataclasses import replace
 
-from nerops.controller.act import Executor
+from nerops.controller.act import Executor, delete_deployment
 from nerops.controller.ownership import claim
 from nerops.controller.records import RolloutRecord, RolloutRefused, parse_rollout_id
 from nerops.controller.run import Controller, apply_command
@@ -179,13 +179,9 @@ def rollback_to(ctl: Controller, to: str, reason: str) -> list[str]:
     )
     lines.append(f"ledger entry {entry.seq}: v{current} archived (rolled_back), champion v{target}")
     for deployment in old:
-        lines.append(Executor(ctl.control, ctl.gov, ctl.store, _placeholder(ctl)).delete(deployment, reason))
+        lines.append(delete_deployment(ctl.control, deployment, change))
     try:
         ctl.gov.apply(ctl.gov.state(), [current, target])
     except Exception as exc:  # the registry may be down: the ledger holds the truth, reconcile catches up
         lines.append(f"registry behind the ledger ({type(exc).__name__}): `nerops reconcile` applies it")
     return [line for line in lines if line]
-
-
-def _placeholder(ctl: Controller) -> RolloutRecord:
-    return RolloutRecord(ctl.endpoint, ctl.gov.model, "-", 0, "-", None, None, ctl.plan.profile, "", ctl.owner, 0.0)

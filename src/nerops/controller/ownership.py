@@ -4,7 +4,7 @@ Every claim runs under the endpoint's record lock, and its ledger entry is a com
 
     rollout_started   a new rollout (refused while another rollout of the endpoint is open in the ledger)
     rollout_owner     a new owner for an open rollout (refused unless the ledger's owner is the one replaced)
-    rollout_finished  the rollout ended (phase, why); written by :mod:`nerops.controller.act`
+    rollout_finished  the rollout ended (phase, why); written by :func:`nerops.controller.run.finish`
 
 A second rollout for the same endpoint is refused at once, naming the running one and its owner.
 """
@@ -32,6 +32,15 @@ def open_rollouts(entries: list[Entry], endpoint: str) -> dict[str, Entry]:
         elif entry.kind == "rollout_finished":
             open_.pop(rid, None)
     return open_
+
+
+def once(kind: str, rollout: str) -> Callable[[list[Entry]], Entry | None]:
+    """A ledger check that makes an entry of ``kind`` for ``rollout`` happen once: a retry finds the first."""
+
+    def check(entries: list[Entry]) -> Entry | None:
+        return next((e for e in reversed(entries) if e.kind == kind and e.subject.get("rollout") == rollout), None)
+
+    return check
 
 
 def subject(record: RolloutRecord) -> dict:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from nerops.controller import evidence
 from nerops.controller.act import Executor
 from nerops.controller.observe import look_at, smoke
-from nerops.controller.ownership import claim, subject
+from nerops.controller.ownership import claim, once, subject
 from nerops.controller.records import RecordStore, RolloutRecord, RolloutRefused
 from nerops.governance import Governance
 from nerops.ledger import Entry
@@ -197,22 +197,12 @@ def _commit(ctl: Controller, record: RolloutRecord, new, actions, what: dict, no
 def finish(ctl: Controller, record: RolloutRecord) -> Entry:
     """``rollout_finished`` (once): the phase, why, and the evidence file's sha256."""
 
-    def check(entries: list[Entry]) -> Entry | None:
-        return next(
-            (
-                e
-                for e in reversed(entries)
-                if e.kind == "rollout_finished" and e.subject.get("rollout") == record.rollout_id
-            ),
-            None,
-        )
-
     lines, sha = evidence.digest(ctl.store.evidence_path(record))
     return ctl.gov.ledger.append(
         "rollout_finished",
         subject=subject(record),
         actor=ctl.owner,
-        check=check,
+        check=once("rollout_finished", record.rollout_id),
         evidence={
             "phase": record.state["phase"],
             "ending": record.state.get("ending", ""),
