@@ -13,13 +13,13 @@ import hashlib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from nerops.errors import ConfigurationError
 from nerops.telemetry.durations import Duration
 from nerops.telemetry.metrics import LIVE, METRICS, TrafficClass
 from nerops.telemetry.rules import _traffic
+from nerops.yamlfile import yaml_mapping
 
 PROFILES = ("production", "demo", "test")
 Name = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$", max_length=80)]
@@ -231,14 +231,7 @@ def load_policy(path: Path | str | None = None) -> tuple[PolicyFile, str]:
 
 
 def parse_policy(text: str, *, source: str = "<policy>") -> PolicyFile:
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        raise PolicyError(f"{source}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from exc
-    if not isinstance(raw, dict):
-        raise PolicyError(f"{source}: expected a mapping with 'metrics' and 'profiles', not {type(raw).__name__}")
+    raw = yaml_mapping(text, source=source, error=PolicyError, expected="'metrics' and 'profiles'")
     try:
         return PolicyFile.model_validate(raw)
     except ValidationError as exc:

@@ -11,13 +11,13 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
 from nerops.errors import ConfigurationError
 from nerops.telemetry.durations import Duration
 from nerops.telemetry.metrics import LIVE, METRICS, TRAFFIC_CLASSES, TrafficClass, metric_spec
+from nerops.yamlfile import yaml_mapping
 
 QUANTILES = {"p50": 0.50, "p90": 0.90, "p95": 0.95, "p99": 0.99}
 
@@ -197,14 +197,7 @@ def load_rules(path: Path | str | None = None) -> list[Rule]:
 
 def parse_rules(text: str, *, source: str = "<rules>") -> list[Rule]:
     """Validate rules from YAML text; :class:`RulesError` names the file, the rule and the field."""
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        raise RulesError(f"{source}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from exc
-    if not isinstance(raw, dict):
-        raise RulesError(f"{source}: expected a mapping with a 'rules' list at the top, not {type(raw).__name__}")
+    raw = yaml_mapping(text, source=source, error=RulesError, expected="a 'rules' list at the top")
     try:
         rules = RulesFile.model_validate(raw).rules
     except ValidationError as exc:
