@@ -2,24 +2,28 @@
 at every interval, bake at 100 %, retire the old deployment and move ``champion``; or roll back.
 
 The rollout is the record under ``.state/rollouts/`` (not this run): a run resumes a rollout of the same
-version that has not ended, a retry does not redo finished steps, and a run that lost its lease stops
-without touching traffic. One rollout per endpoint: the record's owner and lease, and a strict global
-concurrency limit ``rollout-<endpoint>``. Durations come from the profile (``NEROPS_ROLLOUT_PROFILE``).
-Final states: Completed (promoted), Failed named ``RolledBack`` (rolled back), Failed named ``Aborted``.
+version that has not ended, a retry does not redo finished steps, and a run that lost the rollout to
+another owner stops without touching traffic. One rollout per endpoint: the record's owner and lease, and
+a strict global concurrency limit ``rollout-<endpoint>`` (tasks.fence). Durations come from the profile
+(``NEROPS_ROLLOUT_PROFILE``). Final states: Completed (promoted); Failed named ``RolledBack`` (rolled
+back), ``Aborted``, ``Refused`` (another rollout runs, or this one ended) or ``LeaseLost`` (the
+concurrency lease is gone: handled like a crash); Cancelled named ``TakenOver`` (another owner drives it).
 """
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
-from prefect.concurrency.sync import concurrency
-from prefect.states import Completed, Failed
+from prefect.runtime import flow_run
+from prefect.states import Cancelled, Completed, Failed
 
+from nerops.controller.records import RolloutRefused
 from nerops.params import RolloutRequest
-from nerops.settings import get_settings
-from tasks.rollout import begin_rollout, ensure_concurrency_limit, take_look
+from tasks.fence import EndpointFence
+from tasks.rollout import begin_rollout, give_up_rollout, preflight, take_look
 
 
 def slug(rollout: str) -> str:
@@ -46,35 +50,56 @@ def decisions_markdown(rollout: str, started: dict, rows: list[dict]) -> str:
 @flow(name="progressive-rollout", log_prints=True)
 def progressive_rollout(request: RolloutRequest = RolloutRequest()):
     """Roll a stage=prod version out step by step, judged against the stable deployment; roll back if unhealthy."""
-    endpoint = request.endpoint or get_settings().endpoint_of()
-    limit = f"rollout-{endpoint}"
-    ensure_concurrency_limit(limit)
-    with concurrency(limit, strict=True, lease_duration=60):
-        started = begin_rollout(request.version, endpoint, request.new_attempt)
-        rollout, key = started["rollout"], slug(started["rollout"])
-        print(f"rollout {rollout} {started['how']}: {' -> '.join(started['steps'])}")
-        progress = create_progress_artifact(0.0, key=f"{key}-progress", description=f"rollout {rollout}")
-        rows: list[dict] = []
-        result: dict = {}
-        next_look = time.monotonic()
-        while result.get("phase") not in ("promoted", "rolled_back", "aborted"):
-            next_look += started["interval"]
-            time.sleep(max(0.0, next_look - time.monotonic()))
-            result = take_look(rollout)
-            update_progress_artifact(
-                progress,
-                100.0 * result["step"] / max(1, result["steps"] - 1),
-                description=f"step {result['step']} at {result['weight']} %: {result['verdict']}",
+    try:
+        checked = preflight(request.version, request.endpoint)
+    except RolloutRefused as exc:
+        return Failed(name="Refused", message=str(exc))
+    fence = EndpointFence(
+        f"rollout-{checked['endpoint']}",
+        Path(checked["lease_file"]),
+        flow_run.get_id(),
+        renew_every=checked["interval"],
+    )
+    try:
+        with fence:
+            if fence.released_earlier:
+                print(f"released the concurrency lease {fence.released_earlier} this run held before it was retried")
+            return _walk(checked, request, fence)
+    except RolloutRefused as exc:
+        return Failed(name="Refused", message=str(exc))
+
+
+def _walk(checked: dict, request: RolloutRequest, fence: EndpointFence):
+    started = begin_rollout(checked["version"], checked["endpoint"], request.new_attempt)
+    rollout, key = started["rollout"], slug(started["rollout"])
+    print(f"rollout {rollout} {started['how']}: {' -> '.join(started['steps'])}")
+    progress = create_progress_artifact(0.0, key=f"{key}-progress", description=f"rollout {rollout}")
+    rows: list[dict] = []
+    result: dict = {}
+    next_look = time.monotonic()
+    while result.get("phase") not in ("promoted", "rolled_back", "aborted"):
+        if fence.lost:  # a crash, as far as the rollout knows: its record is saved; the next owner goes on
+            print(give_up_rollout(rollout, fence.lost))
+            return Failed(name="LeaseLost", message=f"rollout {rollout}: {fence.lost}; stopped after a saved look")
+        next_look += started["interval"]
+        time.sleep(max(0.0, next_look - time.monotonic()))
+        result = take_look(rollout)
+        if "lost" in result:
+            return Cancelled(name="TakenOver", message=f"rollout {rollout}: {result['lost']}"[:1000])
+        update_progress_artifact(
+            progress,
+            100.0 * result["step"] / max(1, result["steps"] - 1),
+            description=f"step {result['step']} at {result['weight']} %: {result['verdict']}",
+        )
+        last = rows[-1] if rows else {}
+        if (result["verdict"], result["step"]) != (last.get("verdict"), last.get("step")) or result["done"]:
+            rows.append({**result, "look": len(rows) + 1})
+            create_markdown_artifact(
+                decisions_markdown(rollout, started, rows),
+                key=f"{key}-decisions",
+                description=f"rollout {rollout}: decisions and evidence",
             )
-            last = rows[-1] if rows else {}
-            if (result["verdict"], result["step"]) != (last.get("verdict"), last.get("step")) or result["done"]:
-                rows.append({**result, "look": len(rows) + 1})
-                create_markdown_artifact(
-                    decisions_markdown(rollout, started, rows),
-                    key=f"{key}-decisions",
-                    description=f"rollout {rollout}: decisions and evidence",
-                )
-                print(f"step {result['step']} at {result['weight']} %: {result['verdict']}: {result['reason'][:300]}")
+            print(f"step {result['step']} at {result['weight']} %: {result['verdict']}: {result['reason'][:300]}")
     summary = f"rollout {rollout} {result['phase']}: {result['ending'][:500]} (traffic {result['weights']})"
     if result["phase"] == "promoted":
         return Completed(message=summary, data={"rollout": rollout, **result})

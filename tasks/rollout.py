@@ -6,9 +6,10 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from nerops.controller.factory import controller, record_store
-from nerops.controller.records import parse_rollout_id
+from nerops.controller.ownership import check_claimable
+from nerops.controller.records import OwnershipLost, parse_rollout_id
 from nerops.controller.run import begin, look
-from tasks.common import actor
+from tasks.common import actor, transient_only
 
 
 @task(cache_policy=NO_CACHE)
@@ -28,11 +29,31 @@ def begin_rollout(version: str, endpoint: str | None, new_attempt: bool) -> dict
 
 
 @task(cache_policy=NO_CACHE)
+def preflight(version: str, endpoint: str | None) -> dict:
+    """Refuse at once (before waiting on the concurrency limit) a rollout another owner is running."""
+    ctl = controller(endpoint, actor(), metrics=False)
+    resolved = ctl.gov.resolve(version)
+    check_claimable(ctl.store, endpoint=ctl.endpoint, version=resolved, owner=ctl.owner, now=ctl.now())
+    return {
+        "endpoint": ctl.endpoint,
+        "version": resolved,
+        "interval": ctl.plan.interval,
+        "lease_file": str(ctl.store.folder(ctl.endpoint) / ".prefect-lease.json"),
+    }
+
+
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1, retry_condition_fn=transient_only)
 def take_look(rollout: str) -> dict:
-    """One look of the judge, one step of the state machine, its evidence and its actions."""
+    """One look of the judge, one step of the state machine, its evidence and its actions.
+
+    ``{"lost": why}`` when another owner holds the rollout now (it took it over): stop without touching it.
+    """
     endpoint, version, attempt = parse_rollout_id(rollout)
     ctl = controller(endpoint, actor())
-    record, verdict, done = look(ctl, ctl.store.load(endpoint, version, attempt))
+    try:
+        record, verdict, done = look(ctl, ctl.store.load(endpoint, version, attempt))
+    except OwnershipLost as exc:
+        return {"lost": str(exc)}
     state = record.state
     return {
         "phase": state["phase"],
@@ -48,22 +69,22 @@ def take_look(rollout: str) -> dict:
     }
 
 
+@task(cache_policy=NO_CACHE)
+def give_up_rollout(rollout: str, why: str) -> str:
+    """This run must stop (its concurrency lease is gone): end its claim now so the next owner need not wait."""
+    endpoint, version, attempt = parse_rollout_id(rollout)
+    ctl = controller(endpoint, actor(), metrics=False)
+    record = ctl.store.load(endpoint, version, attempt)
+    try:
+        ctl.store.give_up(record, now=ctl.now())
+    except OwnershipLost as exc:
+        return str(exc)
+    return f"rollout {rollout}: {ctl.owner} stopped ({why}); the health sweep or the next run takes it over"
+
+
 def read_record(rollout: str) -> dict:
     endpoint, version, attempt = parse_rollout_id(rollout)
     return record_store().load(endpoint, version, attempt).to_dict()
-
-
-def ensure_concurrency_limit(name: str) -> None:
-    """The strict global concurrency limit of one rollout per endpoint (created at 1 if missing)."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
-    from prefect.exceptions import ObjectNotFound
-
-    with get_client(sync_client=True) as client:
-        try:
-            client.read_global_concurrency_limit_by_name(name)
-        except ObjectNotFound:
-            client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
 
 
 @task(cache_policy=NO_CACHE)

@@ -336,3 +336,109 @@ def test_rollback_model_to_previous_moves_production_back_without_retraining(pla
     assert len(serving) == 1 and str(view["deployments"][serving[0]]["model_version"]) == previous
     assert any("archived (rolled_back)" in line for line in lines)
     assert rollback_model(RollbackRequest()) == ["nothing to do: give rollout=<id> or to=previous|VERSION"]
+
+
+_RUN = """
+import sys
+from flows.progressive_rollout import progressive_rollout
+from nerops.params import RolloutRequest
+state = progressive_rollout(RolloutRequest(version=sys.argv[1], endpoint="ner", new_attempt=True), return_state=True)
+print("final:", state.name, state.message)
+"""
+
+_RETRY = """
+import sys
+from prefect import get_client
+from prefect.flow_engine import run_flow
+from flows.progressive_rollout import progressive_rollout
+with get_client(sync_client=True) as client:
+    run = client.read_flow_run(sys.argv[1])
+state = run_flow(progressive_rollout, flow_run=run, parameters=run.parameters, return_type="state")
+print("final:", state.name, state.message)
+"""
+
+
+def _flow_process(platform, script: str, arg: str, log: Path):
+    """A flow-run process of its own (the way a worker runs one), on the session's Prefect server."""
+    import os
+    import subprocess
+    import sys
+
+    from prefect.settings import PREFECT_API_URL
+
+    env = {
+        **os.environ,
+        "PREFECT_API_URL": str(PREFECT_API_URL.value()),
+        "NEROPS_STATE_DIR": str(platform["folder"]),
+        "NEROPS_ROLLOUT_PROFILE": "test",
+        "PYTHONUNBUFFERED": "1",
+    }
+    root = Path(__file__).resolve().parents[1]
+    with log.open("w") as out:
+        return subprocess.Popen(
+            [sys.executable, "-c", script, arg], cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+
+
+def _kill_at(process, store: RecordStore, rollout_version: str, weight: int, log: Path, limit: float = 120.0):
+    """``kill -9`` the process once the rollout's record says ``weight`` % (the step saved, its wait begun)."""
+    import os
+    import signal
+
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        assert process.poll() is None, log.read_text()[-3000:]
+        running = store.running("ner")
+        if running is not None and running.version == rollout_version and running.state["weight"] == weight:
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait(10)
+            return running
+        time.sleep(0.05)
+    process.kill()
+    raise AssertionError(f"the rollout never reached {weight} %: {log.read_text()[-3000:]}")
+
+
+def test_kill_9_of_the_flow_run_then_a_prefect_retry_resumes_and_the_sweep_takes_over_after_the_lease(
+    platform, prefect_harness, monkeypatch, tmp_path
+):
+    """Two real ``kill -9``: the retried flow run resumes without redoing a step; the sweep finishes the rest."""
+    import json
+
+    from prefect import get_client
+    from prefect.states import AwaitingRetry
+
+    from flows.health_sweep import health_sweep
+
+    monkeypatch.setenv("NEROPS_STATE_DIR", str(platform["folder"]))
+    monkeypatch.setenv("NEROPS_ROLLOUT_PROFILE", "test")
+    gov = platform["gov"]
+    candidate = platform["challenger"]()
+    store = RecordStore(platform["folder"] / "rollouts")
+    first = _flow_process(platform, _RUN, candidate, tmp_path / "first.log")
+    killed = _kill_at(first, store, candidate, 25, tmp_path / "first.log")
+    lease = json.loads((store.folder("ner") / ".prefect-lease.json").read_text())
+    assert killed.owner.startswith("prefect:progressive-rollout/") and not killed.ended
+
+    with get_client(sync_client=True) as client:  # what "Retry" in the Prefect UI does to the crashed run
+        client.set_flow_run_state(lease["flow_run"], AwaitingRetry(), force=True)
+    retry = _flow_process(platform, _RETRY, lease["flow_run"], tmp_path / "retry.log")
+    again = _kill_at(retry, store, candidate, 50, tmp_path / "retry.log")
+    said = (tmp_path / "retry.log").read_text()
+    assert f"rollout {again.rollout_id} resumed" in said
+    assert f"released the concurrency lease {lease['lease_id']}" in said
+    assert again.owner == killed.owner and again.state["weights"] == [0, 5, 25, 50]  # 25 % not redone
+
+    time.sleep(max(0.0, again.lease_until - time.time()) + 0.2)
+    report = health_sweep("ner")
+    assert report["rollout"] == again.rollout_id and report["rollout_action"].startswith("taken over from prefect:")
+    assert report["rollout_phase"] == "promoted" and gov.state().champion == candidate
+    record = store.load("ner", candidate, again.attempt)
+    assert record.state["weights"] == [0, 5, 25, 50, 100]
+    decisions = gov.ledger.find(kind="rollout_decision", rollout=record.rollout_id)
+    steps = [e.evidence["weight"] for e in decisions if e.evidence["decision"] == "step"]
+    assert steps == [5, 25, 50, 100]  # each step's traffic moved once
+    owners = [e.evidence["owner"] for e in gov.ledger.find(rollout=record.rollout_id) if "owner" in e.evidence]
+    assert owners[0] == killed.owner and len(owners) == 2 and owners[1] != killed.owner
+    view = platform["endpoint"].client().read().state
+    assert {k: v for k, v in view["traffic"].items() if v} == {record.candidate: 100}
+    assert gov.ledger.verify().ok

@@ -123,6 +123,12 @@ class Settings(BaseSettings):
         """The local anchor of the ledger's head (the registry keeps a second one, which may lag)."""
         return self.state / "ledger" / "head.json"
 
+    def model_of(self, endpoint: str | None) -> str:
+        """The registered model whose production endpoint ``endpoint`` is (default: the configured model)."""
+        if endpoint is None or self.endpoint_of() == endpoint:
+            return self.registered_model
+        return next((m for m, e in self.endpoints.items() if e == endpoint), self.registered_model)
+
     def endpoint_of(self, model: str | None = None) -> str:
         """The name of the production endpoint of a registered model."""
         model = model or self.registered_model

@@ -7,7 +7,8 @@
     SetChampion       ``champion_change`` with cause ``rollout`` (compare-and-append on the champion seen at start)
     RetireDeployment  delete the old deployment once it takes no traffic
 
-Each is idempotent: a resumed run that repeats an action finds it done. A registry that is down does not
+Each is idempotent: a resumed run that repeats an action finds it done (a decision entry by its key:
+rollout, evidence line, kind). A registry that is down does not
 stop a rollback: the ledger is written and the registry catches up (``nerops reconcile``).
 """
 
@@ -112,6 +113,12 @@ class Executor:
     def decision(self, action: Record) -> Entry:
         lines, sha = evidence.digest(self.store.evidence_path(self.record))
         machine = self.record.state
+        key = f"{self.record.rollout_id}:{self.record.evidence_lines}:{action.kind}"  # a successor's redo: once
+
+        def check(entries: list[Entry]) -> Entry | None:
+            done = (e for e in reversed(entries) if e.kind == "rollout_decision" and e.evidence.get("key") == key)
+            return next(done, None)
+
         return self.gov.ledger.append(
             "rollout_decision",
             subject=subject(self.record),
@@ -123,8 +130,10 @@ class Executor:
                 "weight": machine.get("weight"),
                 "evidence_lines": lines,
                 "evidence_sha256": sha,
+                "key": key,
             },
             actor=self.record.owner,
+            check=check,
         )
 
     def archive(self, action: TagVersion) -> str:

@@ -22,7 +22,8 @@ def controller(
     metrics: bool = True,
     lease_s: float | None = None,
 ) -> Controller:
-    """The controller of ``endpoint`` (default: the model's production endpoint) acting as ``owner``.
+    """The controller of ``endpoint`` (default: the model's production endpoint) acting as ``owner``; its
+    governance is that of the registered model the endpoint serves (``NEROPS_ENDPOINTS``).
 
     ``metrics=False`` builds one without a metrics source: what a rollback needs, and all it needs.
     """
@@ -31,6 +32,9 @@ def controller(
 
     settings = settings or get_settings()
     name = endpoint or settings.endpoint_of()
+    model = settings.model_of(name)  # another endpoint may serve another registered model
+    if model != settings.registered_model:
+        settings = settings.model_copy(update={"registered_model": model})
     policy, text = load_policy(settings.rollout_policy)
     plan = build_plan(policy, settings.rollout_profile, policy_sha256=policy_sha256(text))
     source = None
@@ -38,7 +42,7 @@ def controller(
         from nerops.telemetry import TelemetryStore
 
         source = TelemetryStore(settings.state / "telemetry" / "telemetry.db")
-    lease = lease_s if lease_s is not None else max(60.0, 3 * plan.interval)
+    lease = lease_s if lease_s is not None else plan.lease
     return Controller(
         open_governance(settings, actor=owner),
         record_store(settings),

@@ -52,6 +52,25 @@ def _lease_words(record: RolloutRecord, now: float) -> str:
     return f"lease ends in {format_duration(left)}" if left > 0 else f"lease expired {format_duration(-left)} ago"
 
 
+def check_claimable(
+    store: RecordStore, *, endpoint: str, version: str, owner: str, now: float, force: str = ""
+) -> RolloutRecord | None:
+    """The endpoint's running rollout that ``owner`` may resume or take over (None: none runs), or
+    :class:`RolloutRefused`: another version's rollout runs, or this one's owner holds a live lease."""
+    running = store.running(endpoint)
+    if running is not None and running.version != version:
+        raise RolloutRefused(
+            f"a rollout is already running on endpoint {endpoint!r}: {running.rollout_id}, owned by "
+            f"{running.owner} ({_lease_words(running, now)}); one rollout per endpoint at a time"
+        )
+    if running is not None and running.owner != owner and running.lease_until > now and not force:
+        raise RolloutRefused(
+            f"rollout {running.rollout_id} is owned by {running.owner} ({_lease_words(running, now)}): "
+            "it resumes or is taken over only after that lease"
+        )
+    return running
+
+
 def claim(
     store: RecordStore,
     ledger: Ledger,
@@ -72,18 +91,8 @@ def claim(
     rollback does when the owner did not act on it in time.
     """
     with store.locked(endpoint):
-        running = store.running(endpoint)
-        if running is not None and running.version != version:
-            raise RolloutRefused(
-                f"a rollout is already running on endpoint {endpoint!r}: {running.rollout_id}, owned by "
-                f"{running.owner} ({_lease_words(running, now)}); one rollout per endpoint at a time"
-            )
+        running = check_claimable(store, endpoint=endpoint, version=version, owner=owner, now=now, force=force)
         if running is not None:
-            if running.owner != owner and running.lease_until > now and not force:
-                raise RolloutRefused(
-                    f"rollout {running.rollout_id} is owned by {running.owner} ({_lease_words(running, now)}): "
-                    "it resumes or is taken over only after that lease"
-                )
             how = "resumed" if running.owner == owner else "taken over"
             taken = replace(running, owner=owner, lease_until=now + lease_s, updated=now)
             if how == "taken over":

@@ -54,6 +54,7 @@ class RolloutRecord:
     evidence_sha256: str = ""
     labels: tuple[str, ...] = ()
     pending: tuple[dict, ...] = ()  # manual verbs waiting for the owner's next look (verb, actor, reason, ...)
+    outbox: tuple[dict, ...] = ()  # the last step's actions, saved with it and cleared once all were carried out
 
     @property
     def rollout_id(self) -> str:
@@ -74,11 +75,19 @@ class RolloutRecord:
         data = asdict(self)
         data["labels"] = list(self.labels)
         data["pending"] = list(self.pending)
+        data["outbox"] = list(self.outbox)
         return data
 
     @classmethod
     def from_dict(cls, data: dict) -> RolloutRecord:
-        return cls(**{**data, "labels": tuple(data.get("labels", ())), "pending": tuple(data.get("pending", ()))})
+        return cls(
+            **{
+                **data,
+                "labels": tuple(data.get("labels", ())),
+                "pending": tuple(data.get("pending", ())),
+                "outbox": tuple(data.get("outbox", ())),
+            }
+        )
 
 
 def rollout_id(endpoint: str, version: str, attempt: int) -> str:
@@ -178,3 +187,7 @@ class RecordStore:
             saved = replace(record, updated=now, lease_until=lease, pending=later)
             self.write(saved)
             return saved
+
+    def give_up(self, record: RolloutRecord, *, now: float) -> RolloutRecord:
+        """End this owner's lease now (a controller that must stop: the next owner need not wait for it)."""
+        return self.save(record, now=now, lease_s=0.0)

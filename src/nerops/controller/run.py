@@ -1,9 +1,11 @@
 """The procedures the flows and the CLI call: begin a rollout, take one look, apply a manual verb, and bring
 an endpoint back to a rollout's stable state. Plain functions over a :class:`Controller` (no Prefect here).
 
-One look: judge (or, at readiness, the smoke answers) -> ``advance`` -> the evidence line -> save the
-record as its owner (the lease renewed; :class:`OwnershipLost` stops a controller that lost it) ->
-carry out the actions in order -> ``rollout_finished`` once the rollout has ended.
+One look: carry out what the last owner saved in the record's outbox but did not live to do, and make
+the endpoint match the record -> judge (or, at readiness, the smoke answers) -> ``advance`` -> the
+evidence line -> save the record as its owner with the step's actions as its outbox (the lease renewed;
+:class:`OwnershipLost` stops a controller that lost it) -> carry out the actions in order, then clear the
+outbox -> ``rollout_finished`` once the rollout has ended.
 """
 
 from __future__ import annotations
@@ -18,9 +20,9 @@ from nerops.controller.ownership import claim, once, subject
 from nerops.controller.records import RecordStore, RolloutRecord, RolloutRefused
 from nerops.governance import Governance
 from nerops.ledger import Entry
-from nerops.rollout.actions import Command, SetTraffic
+from nerops.rollout.actions import Command, SetTraffic, action_from_dict, action_to_dict
 from nerops.rollout.judge import judge
-from nerops.rollout.machine import advance, command, start
+from nerops.rollout.machine import advance, command, start, traffic_of
 from nerops.rollout.plan import Plan
 from nerops.rollout.readiness import smoke_verdict
 from nerops.rollout.verdicts import Verdict
@@ -72,7 +74,7 @@ def begin(ctl: Controller, version: str, *, new_attempt: bool = False, labels: t
                 f"v{version}'s gate pass was against champion {against or 'none'}, the champion is now "
                 f"{model.champion or 'none'}: gate it again (nerops gate {version}) before rolling it out"
             )
-        state, _ = start(
+        state, actions = start(
             ctl.plan,
             endpoint=ctl.endpoint,
             version=version,
@@ -92,10 +94,11 @@ def begin(ctl: Controller, version: str, *, new_attempt: bool = False, labels: t
             ctl.plan.profile,
             ctl.plan.policy_sha256,
             ctl.owner,
-            now + ctl.lease_s,
+            now + ctl.lease_s + ctl.plan.steps[0].deadline,  # the candidate's start may take that long
             created=now,
             updated=now,
             labels=labels,
+            outbox=tuple(action_to_dict(a) for a in actions),
         ).with_machine(state)
 
     def started(record: RolloutRecord) -> dict:
@@ -144,21 +147,44 @@ def begin(ctl: Controller, version: str, *, new_attempt: bool = False, labels: t
             now=now,
         )
         Executor(ctl.control, ctl.gov, ctl.store, record).run(actions)
+        record = ctl.store.save(replace(record, outbox=()), now=ctl.now(), lease_s=ctl.lease_s)
     return record, how
+
+
+def drain_outbox(ctl: Controller, record: RolloutRecord) -> tuple[RolloutRecord, list[str]]:
+    """Carry out the actions an owner saved with its last step but did not live to finish (each idempotent)."""
+    if not record.outbox:
+        return record, []
+    lines = Executor(ctl.control, ctl.gov, ctl.store, record).run(tuple(action_from_dict(a) for a in record.outbox))
+    record = ctl.store.save(replace(record, outbox=()), now=ctl.now(), lease_s=ctl.lease_s)
+    return record, [f"carried out what the last owner left undone: {line}" for line in lines]
 
 
 def look(ctl: Controller, record: RolloutRecord) -> tuple[RolloutRecord, Verdict, list[str]]:
     """One look of the judge and one step of the machine, with its evidence and its actions."""
+    record, redone = drain_outbox(ctl, record)
     if record.ended:  # a look after the end (a retry after a failed action): make the ending's traffic true
         weight = 100 if record.state["phase"] == "promoted" else 0
         line = Executor(ctl.control, ctl.gov, ctl.store, record).set_traffic(SetTraffic(weight, 0, None))
-        return record, Verdict("healthy", f"ended ({record.state['phase']}): {line}", ctl.now(), None, 0.0), [line]
+        return (
+            record,
+            Verdict("healthy", f"ended ({record.state['phase']}): {line}", ctl.now(), None, 0.0),
+            [
+                *redone,
+                line,
+            ],
+        )
     for queued in record.pending:  # manual verbs left by the CLI for the owner: first
         record, _ = apply_command(ctl, record, command_of(queued), applied=frozenset({queued["id"]}))
         if record.ended:
             return record, Verdict("healthy", f"ended by {queued['verb']}", ctl.now(), None, ctl.plan.interval), []
-    now = ctl.now()
     machine = record.machine
+    # the record is saved before its actions: an owner that died in between left the endpoint behind it
+    executor = Executor(ctl.control, ctl.gov, ctl.store, record, reason=f"rollout {record.rollout_id}: catching up")
+    caught_up = redone + [
+        line for line in executor.run(traffic_of(ctl.plan, machine)) if not line.startswith("traffic already")
+    ]
+    now = ctl.now()
     step = ctl.plan.steps[machine.step]
     if step.kind == "readiness" and machine.phase == "progressing":
         statuses = smoke(ctl.control.url, ctl.control.key, record.candidate, step.smoke_requests)
@@ -168,8 +194,9 @@ def look(ctl: Controller, record: RolloutRecord) -> tuple[RolloutRecord, Verdict
     else:
         verdict = judge(look_at(ctl.source, ctl.control.read().state, record, ctl.plan, now), ctl.plan)
     new, actions = advance(ctl.plan, machine, verdict, now)
-    record, done = _commit(ctl, record, new, actions, {"look": verdict.to_dict()}, now)
-    return record, verdict, done
+    what = {"look": verdict.to_dict(), **({"caught_up": caught_up} if caught_up else {})}
+    record, done = _commit(ctl, record, new, actions, what, now)
+    return record, verdict, caught_up + done
 
 
 def _commit(ctl: Controller, record: RolloutRecord, new, actions, what: dict, now: float, applied=frozenset()):
@@ -186,9 +213,12 @@ def _commit(ctl: Controller, record: RolloutRecord, new, actions, what: dict, no
             **what,
         },
     )
-    record = replace(record.with_machine(new), evidence_lines=lines, evidence_sha256=sha)
+    outbox = tuple(action_to_dict(a) for a in actions)  # saved with the step: a successor finishes them
+    record = replace(record.with_machine(new), evidence_lines=lines, evidence_sha256=sha, outbox=outbox)
     record = ctl.store.save(record, now=now, lease_s=ctl.lease_s, applied=applied)
     lines_done = Executor(ctl.control, ctl.gov, ctl.store, record).run(actions)
+    if outbox:
+        record = ctl.store.save(replace(record, outbox=()), now=ctl.now(), lease_s=ctl.lease_s)
     if new.ended:
         finish(ctl, record)
     return record, lines_done
@@ -221,6 +251,7 @@ def command_of(queued: dict) -> Command:
 
 def apply_command(ctl: Controller, record: RolloutRecord, cmd: Command, applied: frozenset[str] = frozenset()):
     """A manual verb as this controller (the caller holds or has just taken the rollout)."""
+    record, _ = drain_outbox(ctl, record)
     now = ctl.now()
     new, actions = command(ctl.plan, record.machine, cmd, now)
     if new == record.machine and not actions:

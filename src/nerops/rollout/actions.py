@@ -11,7 +11,7 @@ RetireDeployment(deployment)            the old deployment, after the bake
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Literal
 
 
@@ -57,6 +57,17 @@ class RetireDeployment:
 
 
 Action = SetTraffic | Scale | Smoke | Record | TagVersion | SetChampion | RetireDeployment
+KINDS = {cls.__name__: cls for cls in (SetTraffic, Scale, Smoke, Record, TagVersion, SetChampion, RetireDeployment)}
+
+
+def action_to_dict(action: Action) -> dict:
+    """An action as plain values (the rollout record keeps the actions of its last step until they are done)."""
+    return {"action": type(action).__name__, **asdict(action)}
+
+
+def action_from_dict(data: dict) -> Action:
+    fields = dict(data)
+    return KINDS[fields.pop("action")](**fields)
 
 
 @dataclass(frozen=True)

@@ -240,6 +240,23 @@ def _end(plan: Plan, state: RolloutState, now: float, phase: Phase, why: str, no
     return ended, noted + tuple(actions)
 
 
+def traffic_of(plan: Plan, state: RolloutState) -> tuple[Action, ...]:
+    """What the endpoint must look like in ``state``: the candidate's instances, then traffic and mirror.
+
+    The record is saved before its actions run, so a controller that died in between left the endpoint
+    behind its record; the next look carries these out again (each finds itself done when nothing is off).
+    """
+    if state.ended:
+        return (SetTraffic(100 if state.phase == "promoted" else 0, 0, None),)
+    step = plan.steps[state.step]
+    after = plan.steps[step.index + 1].weight if step.index + 1 < len(plan.steps) else step.weight
+    mirror_to = {"shadow": "candidate", "bake": "stable"}.get(step.kind) if state.mirror else None
+    return (
+        Scale(state.candidate, plan.instances_for(max(state.weight, after if step.kind != "readiness" else 0))),
+        SetTraffic(state.weight, state.mirror, mirror_to),
+    )
+
+
 def state_to_dict(state: RolloutState) -> dict[str, object]:
     """The state as plain JSON values: what the flow saves after every step."""
     data = asdict(state)

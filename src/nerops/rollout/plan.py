@@ -52,6 +52,7 @@ class Plan:
     pause: Pause
     instances: int
     policy_sha256: str = ""
+    lease: float = 60.0  # an owner's claim without a look lasts this long (then the rollout may be taken over)
 
     @property
     def weights(self) -> list[int]:
@@ -98,6 +99,7 @@ def build_plan(policy: PolicyFile, profile: str, *, policy_sha256: str = "") -> 
         p.pause,
         p.instances,
         policy_sha256,
+        p.lease if p.lease is not None else max(60.0, 3 * p.interval),
     )
     problems = validate(plan)
     if problems:
@@ -114,6 +116,11 @@ def validate(plan: Plan) -> list[str]:
         problems.append(f"weights must rise from step to step: {' -> '.join(map(str, weights))}")
     if [step.kind for step in traffic].count("bake") != 1 or weights[-1] != 100:
         problems.append(f"the last step must be 100 % (the bake), once: {' -> '.join(map(str, weights))}")
+    if plan.lease < 2 * plan.interval:
+        problems.append(
+            f"lease {format_duration(plan.lease)} is shorter than two intervals "
+            f"({format_duration(2 * plan.interval)}): a live owner would lose its rollout between two looks"
+        )
     for step in plan.steps:
         name = f"step {step.index} ({step.label})"
         if step.kind != "readiness" and step.wait < plan.interval:

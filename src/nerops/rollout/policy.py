@@ -173,6 +173,8 @@ class Profile(Frozen):
     pause: Pause
     min_samples: dict[str, int] = Field(default_factory=dict)  # per metric name: overrides for short profiles
     instances: int = Field(default=1, ge=1, le=16)  # the candidate's instances at 100 %
+    # how long an owner's claim on a rollout lasts without a look (a dead owner's rollout is taken over after it)
+    lease: Duration | None = None  # default: three intervals, at least a minute
 
 
 class PolicyFile(Frozen):
