@@ -137,7 +137,7 @@ class EndpointFence:
                     client.renew_concurrency_lease(self.lease_id, lease_duration=self.lease_s)
                 renewed = time.monotonic()
             except httpx.HTTPStatusError as exc:
-                if exc.response.status_code == 404:
+                if exc.response.status_code in (404, 410):  # Prefect 3 answers 410 Gone for a lease it let go
                     self.lost = f"the Prefect concurrency lease of {self.limit!r} is gone (revoked or expired)"
                     return
             except Exception as exc:  # the API unreachable: lost once the lease has certainly run out

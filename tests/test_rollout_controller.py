@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -30,15 +31,23 @@ def platform(tmp_path_factory, tiny_model: Path, reseeded_model: Path, synthetic
     from nerops.first_deployment import deploy_first
     from nerops.gating import run_gate
     from nerops.lifecycle import open_governance
+    from tests.test_registry_outage import MlflowServer
 
     folder = tmp_path_factory.mktemp("rollout-state")
+    (folder / "mlflow").mkdir()
+    registry = MlflowServer(f"sqlite:///{folder / 'mlflow' / 'mlflow.db'}", folder / "mlflow" / "artifacts")
+    registry.start()  # a real registry server, so that a test can stop it
     mp = pytest.MonkeyPatch()
     mp.setenv("NEROPS_STATE_DIR", str(folder))
     mp.setenv("NEROPS_ROLLOUT_PROFILE", "test")
+    mp.setenv("NEROPS_MLFLOW_TRACKING_URI", registry.url)
+    mp.setenv("NEROPS_ENDPOINTS", '{"other-ner": "ner2"}')
+    mp.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # fail fast while it is stopped
+    mp.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     gov = open_governance(actor="tester@test")
     docs = read_corpus(synthetic_data[1])
 
-    def register(model: Path) -> str:
+    def register(model: Path, gov=gov) -> str:
         version = gov.register(
             model, dataset_version="synthetic", config_hash="cfg", git_commit="abc", libraries={}, params={}, metrics={}
         ).version
@@ -63,9 +72,21 @@ def platform(tmp_path_factory, tiny_model: Path, reseeded_model: Path, synthetic
     models = {v1: tiny_model, v2: reseeded_model}
 
     def challenger() -> str:
-        """The version that is not champion, gated against the champion of this moment and approved."""
-        other = next(v for v in models if v != gov.state().champion)
-        return platform_register(models[other]) if gov.state().challenger != other else other
+        """The version that is not champion, gated against the champion of this moment and approved.
+
+        Once that model was archived (rolled back for good), a copy of it with one extra file: a version of its own.
+        """
+        state = gov.state()
+        other = next(v for v in models if v != state.champion)
+        if state.archived.get(other):
+            copy = folder / "variants" / f"{other}-{len(models)}"
+            shutil.copytree(models[other], copy)
+            (copy / "VARIANT").write_text(f"a copy of v{other} for a test\n")
+            models.pop(other)
+            other = platform_register(copy)
+            models[other] = copy
+            return other
+        return platform_register(models[other]) if state.challenger != other else other
 
     def fault(kind: str, **params) -> str:
         """A fault version built from the champion (the gate passes it like its source), approved."""
@@ -77,10 +98,20 @@ def platform(tmp_path_factory, tiny_model: Path, reseeded_model: Path, synthetic
         gov.approve(version, reason="test: fault")
         return version
 
-    yield {"folder": folder, "gov": gov, "endpoint": ep, "versions": (v1, v2), "challenger": challenger, "fault": fault}
+    yield {
+        "folder": folder,
+        "gov": gov,
+        "endpoint": ep,
+        "versions": (v1, v2),
+        "challenger": challenger,
+        "fault": fault,
+        "registry": registry,
+        "register": register,
+    }
     stop.set()
     thread.join(30)
     ep.stop()
+    registry.stop()
     mp.undo()
 
 
@@ -318,7 +349,9 @@ class _Failing:
         raise OSError("telemetry store unavailable")
 
 
-def test_rollback_model_to_previous_moves_production_back_without_retraining(platform, prefect_harness, monkeypatch):
+def test_rollback_model_to_previous_moves_production_back_with_the_registry_stopped(
+    platform, prefect_harness, monkeypatch
+):
     from flows.rollback_model import rollback_model
     from nerops.controller.manual import previous_champion
     from nerops.params import RollbackRequest
@@ -329,7 +362,11 @@ def test_rollback_model_to_previous_moves_production_back_without_retraining(pla
     before = gov.state().champion
     previous = previous_champion(controller(platform))
     assert previous and previous != before
-    lines = rollback_model(RollbackRequest(to="previous", endpoint="ner", reason="test: bad answers"))
+    platform["registry"].stop()  # the registry server is down: the ledger and the endpoint's local copies serve
+    try:
+        lines = rollback_model(RollbackRequest(to="previous", endpoint="ner", reason="test: bad answers"))
+    finally:
+        platform["registry"].start()
     assert gov.state().champion == previous and gov.state().archived.get(before) == "rolled_back"
     view = controller(platform).control.read().state
     serving = [n for n, w in view["traffic"].items() if w]
@@ -442,3 +479,95 @@ def test_kill_9_of_the_flow_run_then_a_prefect_retry_resumes_and_the_sweep_takes
     view = platform["endpoint"].client().read().state
     assert {k: v for k, v in view["traffic"].items() if v} == {record.candidate: 100}
     assert gov.ledger.verify().ok
+
+
+def test_a_second_rollout_of_an_endpoint_is_refused_while_another_model_on_another_endpoint_rolls_out(
+    platform, prefect_harness, monkeypatch, tiny_model, reseeded_model
+):
+    from flows.progressive_rollout import progressive_rollout
+    from nerops.controller.manual import manual
+    from nerops.first_deployment import deploy_first
+    from nerops.lifecycle import open_governance
+    from nerops.params import RolloutRequest
+    from nerops.rollout.actions import Command
+
+    monkeypatch.setenv("NEROPS_STATE_DIR", str(platform["folder"]))
+    monkeypatch.setenv("NEROPS_ROLLOUT_PROFILE", "test")
+    gov = platform["gov"]
+    champion = gov.state().champion
+    running = controller(platform, "flow-run:running")
+    record, _ = begin(running, platform["challenger"](), new_attempt=True)
+    refused = progressive_rollout(RolloutRequest(version="1", endpoint="ner"), return_state=True)
+    assert refused.is_failed() and refused.name == "Refused"
+    assert f"a rollout is already running on endpoint 'ner': {record.rollout_id}, owned by flow-run:running" in (
+        refused.message
+    )
+
+    other = open_governance(Settings(state_dir=platform["folder"], registered_model="other-ner"), actor="tester@test")
+    first = platform["register"](tiny_model, gov=other)
+    ep2 = LocalEndpoint.start(Settings(state_dir=platform["folder"]), "ner2", export_interval=0.25)
+    stop = threading.Event()
+    try:
+        deploy_first(other, ep2.client(), first, "blue", endpoint="ner2")
+        second = platform["register"](reseeded_model, gov=other)
+        corpus = texts(40)
+
+        def traffic() -> None:
+            while not stop.is_set():
+                run_traffic(ep2.url, ep2.key, corpus, requests=30, concurrency=2, rate=30.0)
+
+        threading.Thread(target=traffic, daemon=True).start()
+        state = progressive_rollout(RolloutRequest(endpoint="ner2"), return_state=True)  # other-ner's challenger
+        assert state.is_completed(), state.message
+        assert f"rollout ner2/v{second}/1 promoted" in state.message
+        assert other.state().champion == second and gov.state().champion == champion  # each model its own
+        started = other.ledger.find(kind="rollout_started", rollout=f"ner2/v{second}/1")
+        assert started and started[0].subject["model"] == "other-ner"
+    finally:
+        stop.set()
+        ep2.stop()
+    rolled, _, _ = manual(running, Command("abort", running.owner, "test: done"))
+    assert rolled.state["phase"] == "aborted"
+
+
+def test_a_run_whose_concurrency_lease_is_revoked_stops_like_a_crash_and_the_sweep_goes_on(
+    platform, prefect_harness, monkeypatch
+):
+    import json
+
+    from prefect import get_client
+
+    from flows.health_sweep import health_sweep
+    from flows.progressive_rollout import progressive_rollout
+    from nerops.params import RolloutRequest
+
+    monkeypatch.setenv("NEROPS_STATE_DIR", str(platform["folder"]))
+    monkeypatch.setenv("NEROPS_ROLLOUT_PROFILE", "test")
+    candidate = platform["challenger"]()
+    store = RecordStore(platform["folder"] / "rollouts")
+    ended = {}
+    run = threading.Thread(
+        target=lambda: ended.setdefault(
+            "state",
+            progressive_rollout(RolloutRequest(version=candidate, endpoint="ner", new_attempt=True), return_state=True),
+        )
+    )
+    run.start()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        record = store.running("ner")
+        if record is not None and record.version == candidate and record.state["weight"] == 5:
+            break
+        time.sleep(0.05)
+    lease = json.loads((store.folder("ner") / ".prefect-lease.json").read_text())
+    with get_client(sync_client=True) as client:  # the server lets the lease go (as when it expired)
+        client.release_concurrency_slots_with_lease(lease["lease_id"])
+    run.join(60)
+    state = ended["state"]
+    assert state.is_failed() and state.name == "LeaseLost", state.message
+    assert "concurrency lease of 'rollout-ner' is gone" in state.message
+    stopped = store.load("ner", candidate, record.attempt)
+    assert not stopped.ended and stopped.lease_until <= time.time()  # given up: nobody waits for it
+    report = health_sweep("ner")
+    assert report["rollout"] == stopped.rollout_id and report["rollout_phase"] == "promoted"
+    assert store.load("ner", candidate, record.attempt).state["weights"] == [0, 5, 25, 50, 100]

@@ -129,6 +129,11 @@ class Settings(BaseSettings):
             return self.registered_model
         return next((m for m, e in self.endpoints.items() if e == endpoint), self.registered_model)
 
+    def for_endpoint(self, endpoint: str | None) -> Settings:
+        """These settings with ``registered_model`` the model ``endpoint`` serves."""
+        model = self.model_of(endpoint)
+        return self if model == self.registered_model else self.model_copy(update={"registered_model": model})
+
     def endpoint_of(self, model: str | None = None) -> str:
         """The name of the production endpoint of a registered model."""
         model = model or self.registered_model

@@ -32,9 +32,7 @@ def controller(
 
     settings = settings or get_settings()
     name = endpoint or settings.endpoint_of()
-    model = settings.model_of(name)  # another endpoint may serve another registered model
-    if model != settings.registered_model:
-        settings = settings.model_copy(update={"registered_model": model})
+    settings = settings.for_endpoint(name)  # another endpoint may serve another registered model
     policy, text = load_policy(settings.rollout_policy)
     plan = build_plan(policy, settings.rollout_profile, policy_sha256=policy_sha256(text))
     source = None

@@ -17,7 +17,7 @@ from nerops.controller import evidence
 from nerops.controller.act import Executor
 from nerops.controller.observe import look_at, smoke
 from nerops.controller.ownership import claim, once, subject
-from nerops.controller.records import RecordStore, RolloutRecord, RolloutRefused
+from nerops.controller.records import OwnershipLost, RecordStore, RolloutRecord, RolloutRefused
 from nerops.governance import Governance
 from nerops.ledger import Entry
 from nerops.rollout.actions import Command, SetTraffic, action_from_dict, action_to_dict
@@ -162,6 +162,13 @@ def drain_outbox(ctl: Controller, record: RolloutRecord) -> tuple[RolloutRecord,
 
 def look(ctl: Controller, record: RolloutRecord) -> tuple[RolloutRecord, Verdict, list[str]]:
     """One look of the judge and one step of the machine, with its evidence and its actions."""
+    # renew first: a controller that lost the rollout stops here, before it touches the endpoint
+    if record.owner != ctl.owner:
+        raise OwnershipLost(
+            f"rollout {record.rollout_id} is owned by {record.owner} now, not by {ctl.owner}: "
+            "stopping without touching it"
+        )
+    record = ctl.store.save(record, now=ctl.now(), lease_s=ctl.lease_s)
     record, redone = drain_outbox(ctl, record)
     if record.ended:  # a look after the end (a retry after a failed action): make the ending's traffic true
         weight = 100 if record.state["phase"] == "promoted" else 0

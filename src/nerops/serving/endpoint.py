@@ -344,7 +344,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    settings = get_settings()
+    settings = get_settings().for_endpoint(args.name)  # the registered model this endpoint serves
     folder = settings.state / "endpoints" / args.name
     try:
         lock = hold_serve_lock(folder)  # one serving process per endpoint name; held until exit
