@@ -8,6 +8,10 @@ a strict global concurrency limit ``rollout-<endpoint>`` (tasks.fence). Duration
 (``NEROPS_ROLLOUT_PROFILE``). Final states: Completed (promoted); Failed named ``RolledBack`` (rolled
 back), ``Aborted``, ``Refused`` (another rollout runs, or this one ended) or ``LeaseLost`` (the
 concurrency lease is gone: handled like a crash); Cancelled named ``TakenOver`` (another owner drives it).
+
+With ``approval=true`` the rollout waits before the profile's approval step (phase ``awaiting_approval``,
+traffic frozen, the judge still looking: unhealthy rolls back) for ``nerops rollout approve --reason`` or a
+``tasks.rollout.RolloutApproval`` sent as this run's input; after the profile's timeout, its default action.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from prefect.states import Cancelled, Completed, Failed
 from nerops.controller.records import RolloutRefused
 from nerops.params import RolloutRequest
 from tasks.fence import EndpointFence
-from tasks.rollout import begin_rollout, give_up_rollout, preflight, take_look
+from tasks.rollout import approvals_sent, approve_rollout, begin_rollout, give_up_rollout, preflight, take_look
 
 
 def slug(rollout: str) -> str:
@@ -70,13 +74,14 @@ def progressive_rollout(request: RolloutRequest = RolloutRequest()):
 
 
 def _walk(checked: dict, request: RolloutRequest, fence: EndpointFence):
-    started = begin_rollout(checked["version"], checked["endpoint"], request.new_attempt)
+    started = begin_rollout(checked["version"], checked["endpoint"], request.new_attempt, request.approval)
     rollout, key = started["rollout"], slug(started["rollout"])
     print(f"rollout {rollout} {started['how']}: {' -> '.join(started['steps'])}")
     progress = create_progress_artifact(0.0, key=f"{key}-progress", description=f"rollout {rollout}")
     rows: list[dict] = []
     result: dict = {}
     next_look = time.monotonic()
+    seen: set[str] = set()  # approvals received as this run's input, applied
     while result.get("phase") not in ("promoted", "rolled_back", "aborted"):
         if fence.lost:  # a crash, as far as the rollout knows: its record is saved; the next owner goes on
             print(give_up_rollout(rollout, fence.lost))
@@ -100,6 +105,10 @@ def _walk(checked: dict, request: RolloutRequest, fence: EndpointFence):
                 description=f"rollout {rollout}: decisions and evidence",
             )
             print(f"step {result['step']} at {result['weight']} %: {result['verdict']}: {result['reason'][:300]}")
+        if result["phase"] == "awaiting_approval":  # the judge keeps looking; an approval may come as input
+            for key, given in approvals_sent(flow_run.get_id(), seen):
+                seen.add(key)
+                print("\n".join(approve_rollout(rollout, given.approver, given.reason)))
     summary = f"rollout {rollout} {result['phase']}: {result['ending'][:500]} (traffic {result['weights']})"
     if result["phase"] == "promoted":
         return Completed(message=summary, data={"rollout": rollout, **result})

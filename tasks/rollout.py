@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from prefect.input import RunInput
+from pydantic import Field
 
 from nerops.controller.factory import controller, record_store
 from nerops.controller.ownership import check_claimable
@@ -13,11 +15,11 @@ from tasks.common import actor, transient_only
 
 
 @task(cache_policy=NO_CACHE)
-def begin_rollout(version: str, endpoint: str | None, new_attempt: bool) -> dict:
+def begin_rollout(version: str, endpoint: str | None, new_attempt: bool, approval: bool = False) -> dict:
     """Deploy the candidate at 0 % (or resume the rollout of this version): the rollout record."""
     ctl = controller(endpoint, actor())
     resolved = ctl.gov.resolve(version)
-    record, how = begin(ctl, resolved, new_attempt=new_attempt)
+    record, how = begin(ctl, resolved, new_attempt=new_attempt, approval=approval)
     return {
         "rollout": record.rollout_id,
         "how": how,
@@ -134,3 +136,35 @@ def refresh_dashboard(endpoint: str) -> str:
     from nerops.settings import get_settings
 
     return str(write_monitoring_dashboard(get_settings(), endpoint=endpoint))
+
+
+class RolloutApproval(RunInput):
+    """The approval a ``progressive-rollout`` run with ``approval=true`` waits for, sent as the run's input:
+    ``RolloutApproval(approver="ops@example.com", reason="...").send_to(flow_run_id)`` (any Prefect client)."""
+
+    approver: str = Field(min_length=1, max_length=200)
+    reason: str = Field(min_length=1, max_length=500)
+
+
+APPROVAL_KEY_PREFIX = "rolloutapproval-auto"  # what RunInput.send_to names this class's inputs
+
+
+def approvals_sent(flow_run_id: str, seen: set[str]) -> list[tuple[str, RolloutApproval]]:
+    """Approvals sent to this flow run as its input that it has not applied yet: (key, approval)."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        inputs = client.filter_flow_run_input(flow_run_id, APPROVAL_KEY_PREFIX, 20, seen)
+    return [(item.key, RolloutApproval.model_validate_json(item.value)) for item in inputs]
+
+
+@task(cache_policy=NO_CACHE)
+def approve_rollout(rollout: str, approver: str, reason: str) -> list[str]:
+    """Apply an approval this flow run received (it owns the rollout): the step it waited before begins."""
+    from nerops.controller.manual import manual
+    from nerops.rollout.actions import Command
+
+    endpoint, _, _ = parse_rollout_id(rollout)
+    ctl = controller(endpoint, actor())
+    record, lines, how = manual(ctl, Command("approve", f"{approver} (flow-run input)", reason), rollout=rollout)
+    return [*lines, f"rollout {record.rollout_id}: {record.state['phase']} at {record.state['weight']} % ({how})"]

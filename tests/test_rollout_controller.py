@@ -571,3 +571,81 @@ def test_a_run_whose_concurrency_lease_is_revoked_stops_like_a_crash_and_the_swe
     report = health_sweep("ner")
     assert report["rollout"] == stopped.rollout_id and report["rollout_phase"] == "promoted"
     assert store.load("ner", candidate, record.attempt).state["weights"] == [0, 5, 25, 50, 100]
+
+
+def test_a_rollout_with_its_approval_step_waits_judging_until_the_flow_run_input_approves_it(
+    platform, prefect_harness, monkeypatch
+):
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
+    from prefect.client.schemas.objects import StateType
+
+    from flows.progressive_rollout import progressive_rollout
+    from nerops.params import RolloutRequest
+    from tasks.rollout import RolloutApproval
+
+    monkeypatch.setenv("NEROPS_STATE_DIR", str(platform["folder"]))
+    monkeypatch.setenv("NEROPS_ROLLOUT_PROFILE", "test")
+    gov = platform["gov"]
+    candidate = platform["challenger"]()
+    store = RecordStore(platform["folder"] / "rollouts")
+    ended = {}
+    request = RolloutRequest(version=candidate, endpoint="ner", new_attempt=True, approval=True)
+    run = threading.Thread(target=lambda: ended.setdefault("state", progressive_rollout(request, return_state=True)))
+    run.start()
+    deadline = time.monotonic() + 60
+    record = None
+    while time.monotonic() < deadline and (record is None or record.state["phase"] != "awaiting_approval"):
+        time.sleep(0.05)
+        record = store.running("ner")
+        record = record if record is not None and record.version == candidate else None
+    assert record is not None and record.state["weight"] == 25, record  # the test profile asks before 50 %
+    time.sleep(2.5)
+    later = store.load("ner", candidate, record.attempt)
+    assert later.state["phase"] == "awaiting_approval" and later.state["weight"] == 25
+    assert later.evidence_lines >= record.evidence_lines + 2  # the judge keeps looking while it waits
+    with get_client(sync_client=True) as client:
+        running = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.RUNNING]))
+            )
+        )
+    flow_run = next(r for r in running if f"/{r.name} " in record.owner)
+    RolloutApproval(approver="lead@test", reason="change ticket 7").send_to(flow_run.id)
+    run.join(60)
+    state = ended["state"]
+    assert state.is_completed(), state.message
+    done = store.load("ner", candidate, record.attempt)
+    assert done.state["weights"] == [0, 5, 25, 50, 100] and gov.state().champion == candidate
+    assert done.state["approval"] == "approve by lead@test (flow-run input): change ticket 7"
+    kinds = [e.evidence["decision"] for e in gov.ledger.find(kind="rollout_decision", rollout=record.rollout_id)]
+    assert kinds.count("awaiting_approval") == 1 and kinds.count("approved") == 1
+    assert kinds.index("awaiting_approval") < kinds.index("approved")
+
+
+def test_nerops_rollout_approve_reaches_a_live_owner_waiting_at_its_approval_step(platform, monkeypatch):
+    from click.testing import CliRunner
+
+    from nerops.cli import main
+
+    monkeypatch.setenv("NEROPS_STATE_DIR", str(platform["folder"]))
+    monkeypatch.setenv("NEROPS_ROLLOUT_PROFILE", "test")
+    monkeypatch.setenv("NEROPS_ACTOR", "lead@host")
+    candidate = platform["challenger"]()
+    owner = controller(platform, "flow-run:owner")
+    record, _ = begin(owner, candidate, new_attempt=True, approval=True)
+    while record.state["phase"] != "awaiting_approval":
+        time.sleep(owner.plan.interval)
+        record, _, _ = look(owner, record)
+        assert not record.ended, record.state["ending"]
+    shown = CliRunner().invoke(main, ["rollout", "status", "--endpoint", "ner"])
+    assert shown.exit_code == 0 and "approval   waiting, " in shown.output, shown.output
+    result = {}
+    driver = threading.Thread(target=lambda: result.setdefault("end", drive(owner, record)))
+    driver.start()
+    approved = CliRunner().invoke(main, ["rollout", "approve", "--endpoint", "ner", "--reason", "ticket 9"])
+    driver.join(90)
+    assert approved.exit_code == 0, approved.output
+    assert "approve: applied by the owner flow-run:owner" in approved.output
+    done, _ = result["end"]
+    assert done.state["phase"] == "promoted" and done.state["approval"] == "approve by cli:lead@host: ticket 9"

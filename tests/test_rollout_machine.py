@@ -25,11 +25,15 @@ def verdict(status, now=0.0):
     return Verdict(status, f"scripted {status}", now, None, 60.0)
 
 
-def run(plan, script, *, until=None):
+def run(plan, script, *, until=None, approval=False, state=None, now=0.0):
     """Look every interval; ``script(look_index, state) -> status``; stop when ended or at ``until``."""
-    state, actions = start(plan, endpoint="ner", version="7", attempt=1, candidate="v7-1", stable="blue", now=0.0)
+    actions = ()
+    if state is None:
+        state, actions = start(
+            plan, endpoint="ner", version="7", attempt=1, candidate="v7-1", stable="blue", now=0.0, approval=approval
+        )
     log = list(actions)
-    now, look = 0.0, 0
+    look = 0
     until = until or sum(s.deadline for s in plan.steps) + plan.interval
     while not state.ended and now < until:
         now += plan.interval
@@ -177,3 +181,85 @@ def test_every_wait_ends_by_its_deadline_whatever_the_verdicts(script):
     for span in state.steps:
         step = plan.steps[span.index]
         assert span.end is not None and span.end - span.start <= step.deadline + 1e-9
+
+
+# The approval step (production: before the 100 % step, 4 h, then abort), by tables of what happens while it waits.
+
+APPROVE = Command("approve", "lead@host", "change ticket 7 signed off")
+
+
+def _waiting(plan):
+    """A rollout with its approval step on, walked healthy to where it waits: (state, log, now)."""
+    state, log, now = run(plan, lambda i, s: "healthy", approval=True, until=60 + 1800 + 60)
+    assert state.phase == "awaiting_approval" and state.weight == 50 and list(state.weights) == [0, 5, 25, 50]
+    waits = [a for a in log if isinstance(a, Record) and a.kind == "awaiting_approval"]
+    assert len(waits) == 1 and "bake 100% waits for approval" in waits[0].summary and "then abort" in waits[0].summary
+    return state, log, now
+
+
+def test_with_approval_on_the_rollout_waits_before_100_and_an_approval_moves_it_on(plan):
+    state, _, now = _waiting(plan)
+    entered = state.approval_until - plan.approval.timeout
+    assert entered == pytest.approx(60 + 600 * 3)  # at the end of the 50 % step's wait, on its healthy look
+    held, _ = run(plan, lambda i, s: "healthy", state=state, now=now, until=now + 3600)[:2]
+    assert held.phase == "awaiting_approval" and held.weight == 50  # healthy looks do not move it on
+    moved, actions = command(plan, held, APPROVE, now + 3600)
+    assert moved.phase == "progressing" and moved.weight == 100 and moved.approval.startswith("approve by lead@host")
+    assert [a.kind for a in actions if isinstance(a, Record)] == ["approved", "step"]
+    assert command(plan, moved, APPROVE, now + 3601) == (moved, ())  # idempotent: nothing waits any more
+    done, _, _ = run(plan, lambda i, s: "healthy", state=moved, now=now + 3600)
+    assert done.phase == "promoted" and list(done.weights) == [0, 5, 25, 50, 100]
+
+
+@pytest.mark.parametrize(
+    ("on_timeout", "phase", "weights"), [("abort", "aborted", [0, 5, 25, 50, 0]), ("continue", "promoted", None)]
+)
+def test_no_approval_by_the_timeout_takes_the_default_action(on_timeout, phase, weights):
+    policy, _ = load_policy()
+    profile = policy.profiles["production"]
+    approval = profile.approval.model_copy(update={"on_timeout": on_timeout})
+    changed = policy.model_copy(
+        update={"profiles": {**policy.profiles, "production": profile.model_copy(update={"approval": approval})}}
+    )
+    plan = build_plan(changed, "production")
+    state, _, now = run(plan, lambda i, s: "healthy", approval=True, until=8 * 3600)
+    assert state.phase == phase
+    if weights:
+        assert list(state.weights) == weights and "no approval within 14400 s (default: abort)" in state.ending
+    else:
+        assert list(state.weights) == [0, 5, 25, 50, 100]
+
+
+def test_an_unhealthy_verdict_while_waiting_for_approval_rolls_back_at_once(plan):
+    state, _, now = _waiting(plan)
+    rolled, actions = advance(plan, state, verdict("unhealthy"), now + 60)
+    assert rolled.phase == "rolled_back" and rolled.weight == 0
+    assert TagVersion("7", "archived", "rolled_back") in actions
+    preempted, _ = command(plan, state, Command("rollback", "ops@host", "pager"), now + 60)
+    assert preempted.phase == "rolled_back"  # a manual rollback preempts the wait too
+
+
+def test_an_approval_given_ahead_of_its_step_and_a_promote_both_count(plan):
+    state, _, now = run(plan, lambda i, s: "healthy", approval=True, until=120)
+    assert state.approval == "required" and state.weight == 5
+    ahead, actions = command(plan, state, APPROVE, now)
+    assert ahead.weight == 5 and [a.kind for a in actions] == ["approved"]
+    done, _, _ = run(plan, lambda i, s: "healthy", state=ahead, now=now)
+    assert done.phase == "promoted"  # it never waited
+    waiting, _, now = _waiting(plan)
+    promoted, _ = command(plan, waiting, Command("promote", "lead@host", "approved in the meeting"), now)
+    assert promoted.weight == 100 and promoted.approval.startswith("promote by lead@host")
+
+
+def test_without_approval_asked_nothing_waits_and_approve_is_a_no_op(plan):
+    state, _, now = run(plan, lambda i, s: "healthy", until=120)
+    assert command(plan, state, APPROVE, now) == (state, ())
+    assert run(plan, lambda i, s: "healthy")[0].phase == "promoted"
+
+
+def test_approval_asked_of_a_profile_without_an_approval_step_is_refused():
+    policy, _ = load_policy()
+    bare = policy.profiles["production"].model_copy(update={"approval": None})
+    plan = build_plan(policy.model_copy(update={"profiles": {**policy.profiles, "production": bare}}), "production")
+    with pytest.raises(ValueError, match="has no approval step"):
+        start(plan, endpoint="ner", version="7", attempt=1, candidate="v7-1", stable="blue", now=0.0, approval=True)

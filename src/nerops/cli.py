@@ -550,6 +550,13 @@ def rollout_status(endpoint: str | None, as_json: bool) -> None:
             f"deadline   step ends by {s['deadline'] - now:.0f} s from now; "
             f"minimum bake {max(0, s['wait_until'] - now):.0f} s"
         )
+    if s.get("approval"):
+        waiting = s["phase"] == "awaiting_approval" and s.get("approval_until")
+        click.echo(
+            "approval   "
+            + (f"waiting, {s['approval_until'] - now:.0f} s left (nerops rollout approve --reason ...)" if waiting
+               else "required before its step, not given yet" if s["approval"] == "required" else s["approval"])
+        )  # fmt: skip
     click.echo(f"verdict    {s.get('last_verdict')}" + (f"; ended: {s['ending'][:300]}" if s.get("ending") else ""))
     click.echo(
         f"evidence   {ctl.store.evidence_path(record)} ({record.evidence_lines} looks, "
@@ -599,6 +606,13 @@ def rollout_resume(reason: str, endpoint: str | None, rollout_id: str | None) ->
 def rollout_promote(reason: str, endpoint: str | None, rollout_id: str | None, full: bool) -> None:
     """Move to the next step now (or, with --full, finish the rollout), recorded with the reason."""
     _verb("promote", reason, endpoint, rollout_id, full=full)
+
+
+@rollout.command("approve")
+@_verb_options
+def rollout_approve(reason: str, endpoint: str | None, rollout_id: str | None) -> None:
+    """Approve a rollout waiting at its approval step (or ahead of it: it will not wait), with who and why."""
+    _verb("approve", reason, endpoint, rollout_id)
 
 
 @rollout.command("abort")

@@ -66,6 +66,11 @@ class RolloutRequest(BaseModel):
     )
     endpoint: str | None = Field(None, description="The endpoint; default: the model's production endpoint.")
     new_attempt: bool = Field(False, description="Roll out again a version whose last rollout ended.")
+    approval: bool = Field(
+        False,
+        description="Wait for an approval (nerops rollout approve, or this run's input) before the profile's "
+        "approval step; the judge runs meanwhile, and the profile's timeout takes its default action.",
+    )
     reason: str = Field("rollout", min_length=1, max_length=500, description="Why this rollout (recorded).")
 
 

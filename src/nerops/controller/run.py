@@ -56,8 +56,15 @@ def stable_deployment(state: dict) -> tuple[str, str] | None:
     return name, str(state["deployments"][name]["model_version"])
 
 
-def begin(ctl: Controller, version: str, *, new_attempt: bool = False, labels: tuple[str, ...] = ()):
-    """Start (deploy the candidate at 0 %) or resume the endpoint's rollout of ``version``."""
+def begin(
+    ctl: Controller, version: str, *, new_attempt: bool = False, labels: tuple[str, ...] = (), approval: bool = False
+):
+    """Start (deploy the candidate at 0 %) or resume the endpoint's rollout of ``version``.
+
+    ``approval``: a new rollout waits for an approval before the plan's approval step (a resumed one keeps its own).
+    """
+    if approval and ctl.plan.approval is None:
+        raise RolloutRefused(f"profile {ctl.plan.profile!r} has no approval step: add 'approval' to it in the policy")
     model = ctl.gov.state()
     if model.stage(version) != "prod":
         raise RolloutRefused(f"v{version} is stage={model.stage(version)}: only a stage=prod version is rolled out")
@@ -82,6 +89,7 @@ def begin(ctl: Controller, version: str, *, new_attempt: bool = False, labels: t
             candidate=f"v{version}-{attempt}",
             stable=serving[0],
             now=now,
+            approval=approval,
         )
         return RolloutRecord(
             ctl.endpoint,

@@ -72,9 +72,9 @@ def action_from_dict(data: dict) -> Action:
 
 @dataclass(frozen=True)
 class Command:
-    """A manual verb: ``pause``, ``resume``, ``promote``, ``abort`` or ``rollback``, with who and why."""
+    """A manual verb: ``pause``, ``resume``, ``promote``, ``approve``, ``abort`` or ``rollback``, with who and why."""
 
-    verb: Literal["pause", "resume", "promote", "abort", "rollback"]
+    verb: Literal["pause", "resume", "promote", "approve", "abort", "rollback"]
     actor: str
     reason: str
     indefinitely: bool = False  # pause without a deadline (needs a reason)

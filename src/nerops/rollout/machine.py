@@ -13,6 +13,9 @@
      | deadline with no decision,
      | manual abort, pause deadline  ->  aborted    traffic to stable; version stays prod: a new attempt may follow
      |
+     | approval step on (the rollout asked for it), before the plan's approval step:
+     |   awaiting_approval (traffic frozen, judge running): approve -> that step; timeout -> on_timeout
+     |
      +-- the bake after 100 % healthy -> promoted   100 % candidate; the old deployment retired; champion moves
 
 Deadlines and waits are absolute times in the state, so a resumed run (after a crash) does not extend
@@ -39,7 +42,7 @@ from nerops.rollout.actions import (
 from nerops.rollout.plan import Plan, Step
 from nerops.rollout.verdicts import StepSpan, Verdict
 
-Phase = Literal["progressing", "paused", "promoted", "rolled_back", "aborted"]
+Phase = Literal["progressing", "paused", "awaiting_approval", "promoted", "rolled_back", "aborted"]
 ENDED: frozenset[str] = frozenset({"promoted", "rolled_back", "aborted"})
 
 
@@ -64,6 +67,8 @@ class RolloutState:
     pause_default: str = "abort"
     pause_reason: str = ""
     last_verdict: str | None = None
+    approval: str = ""  # "": none asked; "required": asked, not given yet; else who approved, and why
+    approval_until: float | None = None  # while awaiting_approval: then the plan's on_timeout
     ending: str = ""
     steps: tuple[StepSpan, ...] = ()
     weights: tuple[int, ...] = (0,)
@@ -78,9 +83,22 @@ class RolloutState:
 
 
 def start(
-    plan: Plan, *, endpoint: str, version: str, attempt: int, candidate: str, stable: str | None, now: float
+    plan: Plan,
+    *,
+    endpoint: str,
+    version: str,
+    attempt: int,
+    candidate: str,
+    stable: str | None,
+    now: float,
+    approval: bool = False,
 ) -> tuple[RolloutState, tuple[Action, ...]]:
-    """A rollout's first state, at readiness: the candidate at 0 %, smoke requests to send."""
+    """A rollout's first state, at readiness: the candidate at 0 %, smoke requests to send.
+
+    ``approval``: wait for an approval before the plan's approval step (ValueError if the plan has none).
+    """
+    if approval and plan.approval is None:
+        raise ValueError(f"profile {plan.profile!r} has no approval step: add 'approval' to it in the policy")
     first = plan.steps[0]
     state = RolloutState(
         endpoint,
@@ -95,6 +113,7 @@ def start(
         now + first.wait,
         now + first.deadline,
         steps=(StepSpan(0, first.kind, now),),
+        approval="required" if approval else "",
     )
     actions = (
         Scale(candidate, plan.instances_for(0)),
@@ -124,6 +143,15 @@ def advance(plan: Plan, state: RolloutState, verdict: Verdict, now: float) -> tu
                 return resumed, noted + actions
             return _end(plan, state, now, "aborted", "the pause reached its deadline (default: abort)", noted)
         return state, noted
+    if state.phase == "awaiting_approval":
+        assert plan.approval is not None and state.approval_until is not None
+        if now >= state.approval_until:
+            why = f"no approval within {plan.approval.timeout:.0f} s (default: {plan.approval.on_timeout})"
+            if plan.approval.on_timeout == "continue":
+                going = replace(state, phase="progressing", approval_until=None, approval=f"by policy: {why}")
+                return _next(plan, going, now, why, noted + (Record("approved", f"approved by policy: {why}"),))
+            return _end(plan, state, now, "aborted", why, noted)
+        return state, noted
     step = plan.steps[state.step]
     if verdict.status == "healthy" and now >= state.wait_until:
         thawed = replace(state, frozen=None)
@@ -141,7 +169,7 @@ def advance(plan: Plan, state: RolloutState, verdict: Verdict, now: float) -> tu
 
 
 def command(plan: Plan, state: RolloutState, cmd: Command, now: float) -> tuple[RolloutState, tuple[Action, ...]]:
-    """A manual verb (pause, resume, promote, abort, rollback), idempotent, recorded with who and why."""
+    """A manual verb (pause, resume, promote, approve, abort, rollback), idempotent, recorded with who and why."""
     who = f"{cmd.verb} by {cmd.actor}: {cmd.reason}"
     if state.ended:
         return state, ()
@@ -177,8 +205,17 @@ def command(plan: Plan, state: RolloutState, cmd: Command, now: float) -> tuple[
             deadline=state.deadline + held,
         )
         return resumed, (Record("resumed", f"resumed after {held:.0f} s paused ({who})"),)
-    if cmd.verb == "promote":
+    if cmd.verb == "approve":
+        if state.phase == "awaiting_approval":
+            going = replace(state, phase="progressing", approval_until=None, approval=who)
+            return _next(plan, going, now, f"approved ({who})", (Record("approved", f"approved ({who})"),))
+        if state.approval == "required":  # ahead of the step: it will not wait
+            return replace(state, approval=who), (Record("approved", f"approved ahead of the step ({who})"),)
+        return state, ()
+    if cmd.verb == "promote":  # a person moving it on approves it too
+        approval = who if state.approval == "required" else state.approval
         moving = replace(state, phase="progressing", paused_at=None, pause_until=None, frozen=None)
+        moving = replace(moving, approval_until=None, approval=approval)
         if cmd.full:
             moving = replace(moving, step=len(plan.steps) - 1)
         return _next(plan, moving, now, f"manual promote ({who})", ())
@@ -199,6 +236,15 @@ def _next(plan: Plan, state: RolloutState, now: float, why: str, noted: tuple[Ac
             actions += [RetireDeployment(state.stable)]
         return done, noted + tuple(actions)
     step = plan.steps[state.step + 1]
+    if state.approval == "required" and step.index == plan.approval_step():
+        assert plan.approval is not None
+        until = now + plan.approval.timeout
+        waiting = replace(state, phase="awaiting_approval", approval_until=until, frozen=None)
+        summary = (
+            f"{why}; {step.label} waits for approval (nerops rollout approve --reason ...) until {until:.0f}, "
+            f"then {plan.approval.on_timeout}"
+        )
+        return waiting, noted + (Record("awaiting_approval", summary),)
     after = plan.steps[step.index + 1].weight if step.index + 1 < len(plan.steps) else step.weight
     mirror_to = {"shadow": "candidate", "bake": "stable"}.get(step.kind) if step.mirror else None
     moved = replace(
@@ -231,6 +277,7 @@ def _end(plan: Plan, state: RolloutState, now: float, phase: Phase, why: str, no
         ending=why,
         steps=spans,
         paused_at=None,
+        approval_until=None,
         weights=state.weights + ((0,) if state.weight else ()),
     )
     actions: list[Action] = [SetTraffic(0, 0, None), Record(phase, f"{phase}: {why}")]

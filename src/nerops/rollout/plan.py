@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-from nerops.rollout.policy import HardFailure, MetricPolicy, Pause, PolicyError, PolicyFile
+from nerops.rollout.policy import Approval, HardFailure, MetricPolicy, Pause, PolicyError, PolicyFile
 from nerops.telemetry.durations import format_duration
 
 StepKind = Literal["readiness", "shadow", "canary", "bake"]
@@ -53,6 +53,13 @@ class Plan:
     instances: int
     policy_sha256: str = ""
     lease: float = 60.0  # an owner's claim without a look lasts this long (then the rollout may be taken over)
+    approval: Approval | None = None  # the approval step, for a rollout started with it on
+
+    def approval_step(self) -> int | None:
+        """The index of the step an approval is asked before (None: this plan has no approval step)."""
+        if self.approval is None:
+            return None
+        return next(s.index for s in self.steps if s.kind in ("canary", "bake") and s.weight >= self.approval.before)
 
     @property
     def weights(self) -> list[int]:
@@ -100,6 +107,7 @@ def build_plan(policy: PolicyFile, profile: str, *, policy_sha256: str = "") -> 
         p.instances,
         policy_sha256,
         p.lease if p.lease is not None else max(60.0, 3 * p.interval),
+        p.approval,
     )
     problems = validate(plan)
     if problems:
@@ -139,6 +147,11 @@ def validate(plan: Plan) -> list[str]:
                 f"metric {metric.name!r} (traffic {', '.join(metric.traffic)}) is measured by no step of this plan: "
                 "it would pass without a sample; add a canary step or mark it dry_run"
             )
+    if plan.approval is not None and plan.approval.timeout < plan.interval:
+        problems.append(
+            f"approval: timeout {format_duration(plan.approval.timeout)} is shorter than the interval: "
+            "the judge would not look once while it waits"
+        )
     if plan.pause.deadline < plan.interval:
         problems.append(f"pause: deadline {format_duration(plan.pause.deadline)} is shorter than the interval")
     return problems

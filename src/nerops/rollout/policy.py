@@ -164,6 +164,16 @@ class Pause(Frozen):
     on_deadline: Literal["abort", "resume"] = "abort"
 
 
+class Approval(Frozen):
+    """A rollout started with its approval step on waits, before the first step of at least ``before`` %, for
+    ``nerops rollout approve`` (or the flow run's input), the judge running meanwhile; after ``timeout`` it takes
+    ``on_timeout``."""
+
+    before: int = Field(default=100, ge=1, le=100)
+    timeout: Duration = Field(gt=0)
+    on_timeout: Literal["abort", "continue"] = "abort"
+
+
 class Profile(Frozen):
     interval: Duration = Field(gt=0)  # how often the judge looks: the series' step
     readiness: Readiness
@@ -171,6 +181,7 @@ class Profile(Frozen):
     steps: list[StepPolicy] = Field(min_length=1)
     bake: Bake
     pause: Pause
+    approval: Approval | None = None  # only a rollout asked to wait for approval uses it
     min_samples: dict[str, int] = Field(default_factory=dict)  # per metric name: overrides for short profiles
     instances: int = Field(default=1, ge=1, le=16)  # the candidate's instances at 100 %
     # how long an owner's claim on a rollout lasts without a look (a dead owner's rollout is taken over after it)
