@@ -21,7 +21,8 @@ def sweep_markdown(report: dict, dashboard: str) -> str:
         + (f" (ledger entry {report['recorded']})" if report["recorded"] else " (unchanged)"),
         "",
         f"Rollout: {report['rollout'] or 'none running'}"
-        + (f": {report['rollout_action']}, now {report['rollout_phase']}" if report["rollout"] else ""),
+        + (f": {report['rollout_action']}, now {report['rollout_phase']}" if report["rollout"] else "")
+        + (f"; {report['released']}" if report.get("released") else ""),
         "",
         f"Dashboard: `{dashboard}`",
         "",

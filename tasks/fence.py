@@ -38,6 +38,25 @@ def ensure_concurrency_limit(name: str) -> None:
             client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
 
 
+def release_left_behind(lease_file: Path) -> str:
+    """Release the concurrency lease a dead owner of the endpoint's rollout left (its lease file), so that the
+    next run need not wait up to a minute for it to run out: what a takeover of that rollout does. A run that
+    still lives loses its fence (``LeaseLost``), as it has already lost the rollout. ``""``: none was left."""
+    from prefect.client.orchestration import get_client
+
+    try:
+        left = json.loads(Path(lease_file).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return ""
+    lease_id = str(left.get("lease_id") or "")
+    if lease_id:
+        with contextlib.suppress(Exception), get_client(sync_client=True) as client:  # expired already: fine
+            client.release_concurrency_slots_with_lease(lease_id)
+    with contextlib.suppress(OSError):
+        Path(lease_file).unlink()
+    return f"released the concurrency lease {lease_id} of {left.get('flow_run') or 'a dead run'}" if lease_id else ""
+
+
 class EndpointFence:
     """Hold ``limit`` for one flow run: ``with EndpointFence(...) as fence:`` then check ``fence.lost``."""
 

@@ -113,7 +113,13 @@ def sweep_endpoint(endpoint: str | None) -> dict:
     """Alert rules for the live deployments; a rollout without a live owner taken over and driven to its end."""
     from nerops.controller.sweep import sweep
 
-    report = sweep(controller(endpoint, actor()))
+    ctl = controller(endpoint, actor())
+    report = sweep(ctl)
+    released = ""
+    if report.rollout_action.startswith("taken over"):  # its dead owner's concurrency slot goes too
+        from tasks.fence import release_left_behind
+
+        released = release_left_behind(ctl.store.folder(ctl.endpoint) / ".prefect-lease.json")
     rows = [
         {"rule": r.rule, "deployment": r.deployment, "label": r.label, "state": r.state, "message": r.message}
         for r in report.results
@@ -126,6 +132,7 @@ def sweep_endpoint(endpoint: str | None) -> dict:
         "rollout": report.rollout,
         "rollout_action": report.rollout_action,
         "rollout_phase": report.rollout_phase,
+        "released": released,
     }
 
 
