@@ -263,3 +263,16 @@ def test_require_equivalence_holds_the_verdict_at_inconclusive_until_the_bound_i
 )
 def test_readiness_from_smoke_answers(statuses, expected):
     assert smoke_verdict(statuses, required=3, now=0.0).status == expected
+
+
+def test_an_empty_probe_series_does_not_make_a_step_measure_what_it_cannot(plan):
+    """The source answers every traffic class: no probes sent is an empty probe series, not probe data (else
+    latency would hold a shadow or bake step at no_data until its deadline)."""
+    look = make_look(plan, weight=100, kind="bake", mirror=30)
+    empty = series([], start=0, end=600, step=STEP, traffic_class="probe")
+    look = Look(look.now, CAND, STAB, look.steps, look.wait_until, {**look.series, "probe": empty})
+    verdict = judge(look, plan)
+    latency = by_name(verdict)["latency-distribution"]
+    assert latency.candidate_samples < latency.min_samples or latency.stable_samples == 0
+    assert latency.status == "healthy" and "not measured in this step" in latency.reason
+    assert verdict.status == "healthy"

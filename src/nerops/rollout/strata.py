@@ -90,10 +90,12 @@ class Index:
         if not look.steps:
             return False
         kind = look.steps[-1].kind
+        # probes measure only while they are sent: an empty probe series (the source answers every class) is not
+        probing = "probe" in look.series and any(row.arm == look.candidate for row in look.series["probe"].rows)
         if not metric.two_arms:
             own = {"shadow": {"mirror"}, "canary": {"live"}, "bake": {"live"}}.get(kind, set())
-            return bool(classes & (own | ({"probe"} if "probe" in look.series else set())))
-        pairs = (*PAIRINGS[kind], *((PROBE_PAIR,) if "probe" in look.series else ()))
+            return bool(classes & (own | ({"probe"} if probing else set())))
+        pairs = (*PAIRINGS[kind], *((PROBE_PAIR,) if probing else ()))
         return any({c, s} <= classes for c, s in pairs)
 
     def labels(self, metric: MetricPolicy) -> tuple[str, ...]:
