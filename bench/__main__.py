@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import sys
 
-from bench import alert_queries, documents, quality, rollouts, serving
+from bench import alert_queries, documents, quality, rollout_flows, rollouts, serving
 
 BENCHMARKS = {
     "quality": quality.main,
     "serving": serving.main,
     "alert_queries": alert_queries.main,
     "rollouts": rollouts.main,
+    "rollout_flows": rollout_flows.main,
 }
 RECORDERS = {"documents": documents.main}
 

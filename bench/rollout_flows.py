@@ -59,7 +59,7 @@ GOOD_ROUNDS = int(os.environ.get("NEROPS_BENCH_GOOD_ROUNDS", "2"))  # each round
 BAD_KINDS = ("slow", "fewer-entities", "errors")
 FLAGGER_THRESHOLDS = (1, 10)
 FLAGGER_MIN_SUCCESS, FLAGGER_MAX_P99_MS = 0.99, 500.0
-console = Console()
+console = Console(width=170)
 
 
 # ------------------------------------------------------------------------------------ traffic and watching
@@ -181,6 +181,7 @@ def run_loop(version: str) -> dict:
     """The peer: the same controller, the same cadence as the flow's walk, no Prefect."""
     from nerops.controller.factory import controller
     from nerops.controller.run import begin, look
+    from nerops.errors import TransientBackendError
 
     started = time.time()
     ctl = controller(ENDPOINT, "bench:bare-loop")
@@ -191,7 +192,15 @@ def run_loop(version: str) -> dict:
         next_look += ctl.plan.interval
         time.sleep(max(0.0, next_look - time.monotonic()))
         t0 = time.perf_counter()
-        record, _, _ = look(ctl, record)
+        for attempt in range(3):  # as the flow's take_look task: two retries, 1 s apart, of a transient error
+            try:
+                record, _, _ = look(ctl, record)
+                break
+            except TransientBackendError:
+                if attempt == 2:
+                    raise
+                time.sleep(1.0)
+                record = ctl.store.load(record.endpoint, record.version, record.attempt)
         looks.append(time.perf_counter() - t0)
     return {"how": "bare loop", "state": record.state["phase"], "message": record.state.get("ending", ""),
             "started": started, "ended": time.time(), "look_seconds": looks}  # fmt: skip
@@ -256,6 +265,7 @@ def bad_candidate(kind: str, requests: Requests, watch: Watch) -> dict:
         "version": version,
         "state": run["state"],
         "ending": record.state.get("ending", ""),
+        "weights": record.state.get("weights"),
         "candidate_requests": len(answered),
         "requests_sent": len(sent),
         "blast_radius": len(answered) / max(1, len(sent)),
@@ -408,7 +418,8 @@ def _print(report: dict) -> None:
 
         table.add_row(
             row["kind"], f"{seconds:.1f} s" if seconds is not None else "-", str(row["looks_first_live_to_decision"]),
-            str(row["candidate_requests"]), f"{100 * row['blast_radius']:.1f} %", row["ending"][:60],
+            str(row["candidate_requests"]), f"{100 * row['blast_radius']:.1f} %",
+            row["ending"].removeprefix("unhealthy: ").split(":")[0] + f" (traffic {row.get('weights', '?')})",
             peer("1"), peer("10"),
         )  # fmt: skip
     console.print(table)
