@@ -263,3 +263,15 @@ def test_approval_asked_of_a_profile_without_an_approval_step_is_refused():
     plan = build_plan(policy.model_copy(update={"profiles": {**policy.profiles, "production": bare}}), "production")
     with pytest.raises(ValueError, match="has no approval step"):
         start(plan, endpoint="ner", version="7", attempt=1, candidate="v7-1", stable="blue", now=0.0, approval=True)
+
+
+def test_a_required_approval_whose_step_left_the_policy_aborts_rather_than_goes_on(plan):
+    policy, _ = load_policy()
+    bare = policy.profiles["production"].model_copy(update={"approval": None})
+    edited = build_plan(policy.model_copy(update={"profiles": {**policy.profiles, "production": bare}}), "production")
+    state, _, now = run(plan, lambda i, s: "healthy", approval=True, until=120)  # required, at 5 %
+    moved, _ = advance(edited, state, verdict("healthy"), state.wait_until)
+    assert moved.phase == "aborted" and "policy no longer defines it" in moved.ending
+    waiting, _, now = _waiting(plan)
+    ended, _ = advance(edited, waiting, verdict("healthy"), now + 60)
+    assert ended.phase == "aborted" and "no longer defines" in ended.ending

@@ -144,7 +144,8 @@ def advance(plan: Plan, state: RolloutState, verdict: Verdict, now: float) -> tu
             return _end(plan, state, now, "aborted", "the pause reached its deadline (default: abort)", noted)
         return state, noted
     if state.phase == "awaiting_approval":
-        assert plan.approval is not None and state.approval_until is not None
+        if plan.approval is None or state.approval_until is None:  # the policy lost its approval step meanwhile
+            return _end(plan, state, now, "aborted", "waiting for an approval the policy no longer defines", noted)
         if now >= state.approval_until:
             why = f"no approval within {plan.approval.timeout:.0f} s (default: {plan.approval.on_timeout})"
             if plan.approval.on_timeout == "continue":
@@ -236,6 +237,8 @@ def _next(plan: Plan, state: RolloutState, now: float, why: str, noted: tuple[Ac
             actions += [RetireDeployment(state.stable)]
         return done, noted + tuple(actions)
     step = plan.steps[state.step + 1]
+    if state.approval == "required" and plan.approval is None:  # never past a required approval without one
+        return _end(plan, state, now, "aborted", "an approval is required and the policy no longer defines it", noted)
     if state.approval == "required" and step.index == plan.approval_step():
         assert plan.approval is not None
         until = now + plan.approval.timeout
