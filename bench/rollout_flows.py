@@ -148,6 +148,13 @@ def _variant(model_dir: Path, n: int, folder: Path) -> Path:
     return copy
 
 
+def _plan():
+    """The plan of the profile the flows run under (the controller's own reading of the policy)."""
+    from nerops.controller.factory import controller
+
+    return controller(ENDPOINT, "bench:reader", metrics=False).plan
+
+
 def _record(version: str):
     from nerops.controller.factory import record_store
 
@@ -210,10 +217,10 @@ def steps_of(version: str) -> list[dict]:
     """Per step, from the rollout's evidence: wall time (the look that moved into it to the look that moved on,
     or that promoted), its configured wait, and the overhead."""
     from nerops.controller import evidence
-    from nerops.controller.factory import controller, record_store
+    from nerops.controller.factory import record_store
 
     record = _record(version)
-    plan = controller(ENDPOINT, "bench:reader", metrics=False).plan
+    plan = _plan()
     lines = evidence.read(record_store().evidence_path(record))
     entered: dict[int, float] = {}
     for line in lines:
@@ -236,7 +243,7 @@ def steps_of(version: str) -> list[dict]:
 def bad_candidate(kind: str, requests: Requests, watch: Watch) -> dict:
     from nerops import lifecycle
     from nerops.controller import evidence
-    from nerops.controller.factory import controller, record_store
+    from nerops.controller.factory import record_store
 
     champion = lifecycle.champion_version()
     version = str(lifecycle.fault_model(champion, kind, reason="bench: a bad candidate", actor="bench")["version"])
@@ -259,7 +266,7 @@ def bad_candidate(kind: str, requests: Requests, watch: Watch) -> dict:
         None,
     )  # fmt: skip
     decided = next((i for i, line in enumerate(lines) if line["phase"] == "rolled_back"), None)
-    interval = controller(ENDPOINT, "bench:reader", metrics=False).plan.interval
+    interval = _plan().interval
     return {
         "kind": kind,
         "version": version,

@@ -38,20 +38,31 @@ def ensure_concurrency_limit(name: str) -> None:
             client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
 
 
+def _lease_left(lease_file: Path) -> dict:
+    """What the lease file says ({} when there is none or it cannot be read)."""
+    try:
+        left = json.loads(Path(lease_file).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return left if isinstance(left, dict) else {}
+
+
+def _release(client, lease_id: str) -> None:
+    with contextlib.suppress(Exception):  # already expired: nothing to release
+        client.release_concurrency_slots_with_lease(lease_id)
+
+
 def release_left_behind(lease_file: Path) -> str:
     """Release the concurrency lease a dead owner of the endpoint's rollout left (its lease file), so that the
     next run need not wait up to a minute for it to run out: what a takeover of that rollout does. A run that
     still lives loses its fence (``LeaseLost``), as it has already lost the rollout. ``""``: none was left."""
     from prefect.client.orchestration import get_client
 
-    try:
-        left = json.loads(Path(lease_file).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return ""
+    left = _lease_left(lease_file)
     lease_id = str(left.get("lease_id") or "")
     if lease_id:
-        with contextlib.suppress(Exception), get_client(sync_client=True) as client:  # expired already: fine
-            client.release_concurrency_slots_with_lease(lease_id)
+        with contextlib.suppress(Exception), get_client(sync_client=True) as client:  # the API down: it runs out
+            _release(client, lease_id)
     with contextlib.suppress(OSError):
         Path(lease_file).unlink()
     return f"released the concurrency lease {lease_id} of {left.get('flow_run') or 'a dead run'}" if lease_id else ""
@@ -105,20 +116,16 @@ class EndpointFence:
             self._thread.join(10)
         if self.lease_id and not self.lost:
             with contextlib.suppress(Exception), get_client(sync_client=True) as client:  # else it runs out by itself
-                client.release_concurrency_slots_with_lease(self.lease_id)
+                _release(client, self.lease_id)
         with contextlib.suppress(OSError, ValueError):
             if json.loads(self.lease_file.read_text(encoding="utf-8")).get("lease_id") == self.lease_id:
                 self.lease_file.unlink()
 
     def _release_earlier(self, client) -> None:
         """This flow run's earlier incarnation died holding the slot: release it (a retry, not a rival)."""
-        try:
-            earlier = json.loads(self.lease_file.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return
+        earlier = _lease_left(self.lease_file)
         if self.flow_run_id and earlier.get("flow_run") == self.flow_run_id and earlier.get("lease_id"):
-            with contextlib.suppress(Exception):  # already expired: nothing to release
-                client.release_concurrency_slots_with_lease(earlier["lease_id"])
+            _release(client, str(earlier["lease_id"]))
             self.released_earlier = str(earlier["lease_id"])
 
     def _acquire(self, client) -> str:
