@@ -677,3 +677,80 @@ def test_nerops_rollout_approve_reaches_a_live_owner_waiting_at_its_approval_ste
     assert "approve: applied by the owner flow-run:owner" in approved.output
     done, _ = result["end"]
     assert done.state["phase"] == "promoted" and done.state["approval"] == "approve by cli:lead@host: ticket 9"
+
+
+def test_rollout_report_of_a_rolled_back_rollout_names_its_evidence_and_reads_the_same_without_telemetry(
+    platform, monkeypatch, tmp_path
+):
+    from click.testing import CliRunner
+
+    from nerops.cli import main
+
+    folder = platform["folder"]
+    monkeypatch.setenv("NEROPS_STATE_DIR", str(folder))
+    monkeypatch.setenv("NEROPS_ROLLOUT_PROFILE", "test")
+    store = RecordStore(folder / "rollouts")
+
+    def deciding(record) -> dict:
+        return next(line for line in evidence.read(store.evidence_path(record)) if line["phase"] == "rolled_back")
+
+    def by_a_metric(record) -> bool:  # rolled back by the judge on a metric (not by hand, not by a hard failure)
+        if record.state["phase"] != "rolled_back" or not record.state["ending"].startswith("unhealthy"):
+            return False
+        return any(m["status"] == "unhealthy" for m in deciding(record).get("look", {}).get("metrics", []))
+
+    record = next((r for r in store.all("ner") if by_a_metric(r)), None)  # one the bad-candidate tests left
+    if record is None:  # run alone: roll a slow candidate back first
+        ctl = controller(platform, first_canary=50)
+        record, _ = begin(ctl, platform["fault"]("slow", after=0, delay_ms=150))
+        record, _ = drive(ctl, record)
+        assert by_a_metric(record), record.state.get("ending")
+    decided = deciding(record)
+    unhealthy = [m for m in decided["look"]["metrics"] if m["status"] == "unhealthy"]
+    rid = record.rollout_id
+    seqs = [
+        e.seq
+        for e in platform["gov"].ledger.entries()
+        if e.subject.get("rollout") == rid or e.evidence.get("correlation_id") == rid
+    ]
+    kinds = [e.kind for e in platform["gov"].ledger.find(rollout=rid)]
+    assert kinds[0] == "rollout_started" and kinds[-1] == "rollout_finished" and "rollback" in kinds
+
+    # stdout only: the fixture's traffic thread prints its progress to stderr, which CliRunner captures too
+    shown = CliRunner().invoke(main, ["rollout", "report", rid, "--out", "-"])
+    assert shown.exit_code == 0, shown.output
+    text = shown.stdout
+    assert f"# Rollout {rid}: rolled_back" in text and record.state["ending"][:80] in text
+    for m in unhealthy:  # the metric, the null, the e-value and its threshold, the values, the samples: as numbers
+        start = f"| {m['metric']} | {m['mode']} | {m['tested']} | unhealthy | "
+        row = next((line for line in text.splitlines() if line.startswith(start)), None)
+        assert row is not None, (start, text)
+        e_value, values, samples = row[len(start) :].split(" | ")[0], row.split(" | ")[5:7], row.split(" | ")[7]
+        shown = [*e_value.split(" / "), *values, *samples.replace(" (min", " /").rstrip(")").split(" / ")]
+        wanted = ("e_value", "threshold", "candidate", "stable", "candidate_samples", "stable_samples", "min_samples")
+        assert [float(x) for x in shown] == [pytest.approx(float(m[key]), rel=1e-5) for key in wanted], row
+        assert m["candidate"] is not None and m["candidate_samples"] >= m["min_samples"]
+    assert f"seq {min(seqs)}..{max(seqs)} ({len(seqs)} entries)" in text
+    assert "ledger ok: " in text and "evidence file matches the ledger" in text and "MISMATCH" not in text
+    for query in decided["look"]["queries"].values():
+        assert query.splitlines()[0] in text
+    answered = decided["answered"]["live"]
+    blast = answered["candidate"] / (answered["candidate"] + answered["stable"])
+    assert 0 < blast < 1 and f"{100 * blast:.1f} % of live" in text
+
+    listed = CliRunner().invoke(main, ["rollout", "list", "--endpoint", "ner"])
+    assert listed.exit_code == 0, listed.output
+    row = next(line for line in listed.stdout.splitlines() if line.startswith(f"{rid} "))
+    assert row.split()[1] == "rolled_back" and f"{100 * blast:.1f} %" in row
+    assert row.split()[-1] == str(answered["candidate"])
+
+    # the telemetry gone, and Prefect's database: only the record, the evidence file and the ledger are copied
+    copy = tmp_path / "after-retention"
+    shutil.copytree(folder / "rollouts", copy / "rollouts", ignore=shutil.ignore_patterns(".lock"))
+    shutil.copytree(folder / "ledger", copy / "ledger", ignore=shutil.ignore_patterns("*.lock"))
+    assert (folder / "telemetry").exists() and not (copy / "telemetry").exists()
+    monkeypatch.setenv("NEROPS_STATE_DIR", str(copy))
+    again = CliRunner().invoke(main, ["rollout", "report", rid, "--out", "-"])
+    assert again.exit_code == 0, again.output
+    assert again.stdout == text
+    assert CliRunner().invoke(main, ["rollout", "list", "--endpoint", "ner"]).stdout == listed.stdout

@@ -566,6 +566,76 @@ def rollout_status(endpoint: str | None, as_json: bool) -> None:
         click.echo(f"queued     {queued['verb']} by {queued['actor']}: {queued['reason']}")
 
 
+def _records(endpoint: str | None = None, rollout_id: str | None = None) -> list:
+    """Rollout records from the state folder only (no endpoint, registry or Prefect), oldest first."""
+    from nerops.controller.factory import record_store
+    from nerops.controller.records import RolloutRefused, parse_rollout_id
+
+    store = record_store()
+    known = store.endpoints()
+    if rollout_id is not None:
+        endpoint, version, attempt = parse_rollout_id(rollout_id)
+    if endpoint is not None and endpoint not in known:
+        raise RolloutRefused(f"no rollouts of endpoint {endpoint!r} in {store.root} (endpoints: {known or 'none'})")
+    if rollout_id is not None:
+        return [store.load(endpoint, version, attempt)]
+    records = [r for name in ([endpoint] if endpoint else known) for r in store.all(name)]
+    return sorted(records, key=lambda r: r.created)
+
+
+@rollout.command("list")
+@click.option("--endpoint", default=None, help="Default: every endpoint.")
+@click.option("--json", "as_json", is_flag=True)
+def rollout_list(endpoint: str | None, as_json: bool) -> None:
+    """Every rollout, newest last: outcome, duration, time to decision, blast radius, live requests answered."""
+    from dataclasses import asdict
+
+    from nerops.controller import evidence
+    from nerops.controller.factory import record_store
+    from nerops.controller.history import summarize, when
+    from nerops.ledger import Ledger
+    from nerops.telemetry.durations import format_duration
+
+    settings, store = get_settings(), record_store()
+    entries = Ledger(settings.ledger_path).entries() if settings.ledger_path.exists() else []
+    rows = [summarize(r, evidence.read(store.evidence_path(r)), entries) for r in _records(endpoint)]
+    if as_json:
+        click.echo(json.dumps([{**asdict(s), "candidate_live": s.candidate_live} for s in rows], indent=2))
+        return
+    table = [("rollout", "outcome", "started", "duration", "to decision", "blast radius", "candidate live")]
+    for s in rows:
+        to_decision = format_duration(round(s.time_to_decision)) if s.time_to_decision is not None else "-"
+        radius = "unknown" if s.blast_radius is None else f"{100 * s.blast_radius:.1f} %"
+        live = "unknown" if s.candidate_live is None else str(s.candidate_live)
+        duration = format_duration(round(s.duration))
+        table.append((s.rollout, s.outcome, when(s.started), duration, to_decision, radius, live))
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    for row in table:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+
+
+@rollout.command("report")
+@click.argument("rollout_id")
+@click.option("--format", "fmt", type=click.Choice(["md", "html"]), default="md", show_default=True)
+@click.option("--out", default=None, help="File to write, '-' for stdout (default: reports/ in the state folder).")
+def rollout_report(rollout_id: str, fmt: str, out: str | None) -> None:
+    """One rollout after the fact: the plan, every decision with its evidence, its ledger entries, the verify."""
+    from nerops.controller.factory import record_store
+    from nerops.controller.history import gather, render_html, render_markdown
+
+    settings = get_settings()
+    (record,) = _records(rollout_id=rollout_id)
+    sources = gather(record_store(settings), record, settings)
+    text = render_markdown(sources) if fmt == "md" else render_html(sources)
+    if out == "-":
+        click.echo(text, nl=False)
+        return
+    path = Path(out) if out else settings.state / "reports" / f"{record.rollout_id.replace('/', '-')}.{fmt}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    click.echo(str(path))
+
+
 def _verb(verb: str, reason: str, endpoint: str | None, rollout_id: str | None, **extra) -> None:
     from nerops.controller.manual import manual
     from nerops.rollout.actions import Command

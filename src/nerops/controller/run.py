@@ -25,7 +25,7 @@ from nerops.rollout.judge import judge
 from nerops.rollout.machine import advance, command, start, traffic_of
 from nerops.rollout.plan import Plan
 from nerops.rollout.readiness import smoke_verdict
-from nerops.rollout.verdicts import Verdict
+from nerops.rollout.verdicts import Look, Verdict
 from nerops.serving.port import Change
 from nerops.telemetry.source import MetricsSource
 
@@ -201,17 +201,36 @@ def look(ctl: Controller, record: RolloutRecord) -> tuple[RolloutRecord, Verdict
     ]
     now = ctl.now()
     step = ctl.plan.steps[machine.step]
+    answered: dict = {}
     if step.kind == "readiness" and machine.phase == "progressing":
         statuses = smoke(ctl.control.url, ctl.control.key, record.candidate, step.smoke_requests)
         verdict = smoke_verdict(statuses, required=step.smoke_requests, now=now, interval=ctl.plan.interval)
     elif ctl.source is None:
         verdict = Verdict("error", "no metrics source configured", now, None, ctl.plan.interval)
     else:
-        verdict = judge(look_at(ctl.source, ctl.control.read().state, record, ctl.plan, now), ctl.plan)
+        seen = look_at(ctl.source, ctl.control.read().state, record, ctl.plan, now)
+        verdict = judge(seen, ctl.plan)
+        answered = requests_answered(seen)
     new, actions = advance(ctl.plan, machine, verdict, now)
     what = {"look": verdict.to_dict(), **({"caught_up": caught_up} if caught_up else {})}
+    if answered:
+        what["answered"] = answered
     record, done = _commit(ctl, record, new, actions, what, now)
     return record, verdict, caught_up + done
+
+
+def requests_answered(seen: Look) -> dict:
+    """Requests each arm answered since the rollout began, per traffic class (what a report needs once the
+    telemetry is gone: the candidate's live requests are the blast radius)."""
+    out = {}
+    for cls, series in seen.series.items():
+        counts = {"candidate": 0, "stable": 0}
+        for row in series.rows:
+            arm = "candidate" if row.arm == seen.candidate else "stable" if row.arm == seen.stable else None
+            if arm:
+                counts[arm] += int(row.requests)
+        out[cls] = counts
+    return out
 
 
 def _commit(ctl: Controller, record: RolloutRecord, new, actions, what: dict, now: float, applied=frozenset()):
