@@ -17,6 +17,7 @@ traffic frozen, the judge still looking: unhealthy rolls back) for ``nerops roll
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 from prefect import flow
@@ -27,7 +28,15 @@ from prefect.states import Cancelled, Completed, Failed
 from nerops.controller.records import RolloutRefused
 from nerops.params import RolloutRequest
 from tasks.fence import EndpointFence
-from tasks.rollout import approvals_sent, approve_rollout, begin_rollout, give_up_rollout, preflight, take_look
+from tasks.rollout import (
+    approvals_sent,
+    approve_rollout,
+    begin_rollout,
+    give_up_rollout,
+    preflight,
+    probe_sender,
+    take_look,
+)
 
 
 def slug(rollout: str) -> str:
@@ -74,6 +83,12 @@ def progressive_rollout(request: RolloutRequest = RolloutRequest()):
 
 
 def _walk(checked: dict, request: RolloutRequest, fence: EndpointFence):
+    prober = probe_sender(checked["endpoint"])  # before the rollout begins: bad probe resumes refuse it
+    with prober or nullcontext():
+        return _steps(checked, request, fence, prober)
+
+
+def _steps(checked: dict, request: RolloutRequest, fence: EndpointFence, prober):
     started = begin_rollout(checked["version"], checked["endpoint"], request.new_attempt, request.approval)
     rollout, key = started["rollout"], slug(started["rollout"])
     print(f"rollout {rollout} {started['how']}: {' -> '.join(started['steps'])}")
@@ -105,11 +120,20 @@ def _walk(checked: dict, request: RolloutRequest, fence: EndpointFence):
                 description=f"rollout {rollout}: decisions and evidence",
             )
             print(f"step {result['step']} at {result['weight']} %: {result['verdict']}: {result['reason'][:300]}")
+        if prober is not None:  # probe pairs until the next look while live traffic is short of the minimum
+            was = prober.target is not None
+            if prober.follow(result["kind"], result["phase"], result["verdict"], result["candidate"], result["stable"]):
+                if not was:
+                    print(f"probes on at {prober.rate:g}/s: live traffic is short of the minimum samples")
+            elif was:
+                print(f"probes off: {prober.counts.describe()}")
         if result["phase"] == "awaiting_approval":  # the judge keeps looking; an approval may come as input
             for key, given in approvals_sent(flow_run.get_id(), seen):
                 seen.add(key)
                 print("\n".join(approve_rollout(rollout, given.approver, given.reason)))
     summary = f"rollout {rollout} {result['phase']}: {result['ending'][:500]} (traffic {result['weights']})"
+    if prober is not None and prober.counts.sent:
+        summary += f"; {prober.counts.describe()}"
     if result["phase"] == "promoted":
         return Completed(message=summary, data={"rollout": rollout, **result})
     return Failed(name="RolledBack" if result["phase"] == "rolled_back" else "Aborted", message=summary)

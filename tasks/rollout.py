@@ -9,7 +9,7 @@ from pydantic import Field
 
 from nerops.controller.factory import controller, record_store
 from nerops.controller.ownership import check_claimable
-from nerops.controller.records import OwnershipLost, parse_rollout_id
+from nerops.controller.records import OwnershipLost, RolloutRefused, parse_rollout_id
 from nerops.controller.run import begin, look
 from tasks.common import actor, transient_only
 
@@ -68,7 +68,30 @@ def take_look(rollout: str) -> dict:
         "weights": state.get("weights"),
         "done": done,
         "steps": len(ctl.plan.steps),
+        "kind": ctl.plan.steps[state["step"]].kind,
+        "candidate": record.candidate,
+        "stable": record.stable,
     }
+
+
+def probe_sender(endpoint: str | None):
+    """The probe sender of the endpoint's rollouts when the profile sends probes (None: it sends none); not
+    started. Its resumes are read now, so a bad ``probes.folder`` refuses the rollout before it begins."""
+    from nerops.controller.probes import Prober, probe_texts
+    from nerops.dataset import resolve_zips
+    from nerops.errors import NeropsError
+    from nerops.settings import get_settings
+
+    ctl = controller(endpoint, actor(), metrics=False)
+    probes = ctl.plan.probes
+    if probes is None:
+        return None
+    try:
+        default = None if probes.folder else resolve_zips(get_settings())[1]  # the test CVs
+        texts = probe_texts(probes, default)
+    except (NeropsError, OSError) as exc:
+        raise RolloutRefused(f"probe traffic of profile {ctl.plan.profile}: {exc}") from exc
+    return Prober(ctl.control.url, ctl.control.key, texts, probes)
 
 
 @task(cache_policy=NO_CACHE)

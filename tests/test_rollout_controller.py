@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import threading
 import time
@@ -60,12 +61,25 @@ def platform(tmp_path_factory, tiny_model: Path, reseeded_model: Path, synthetic
     ep = LocalEndpoint.start(Settings(state_dir=folder), "ner", export_interval=0.25)
     deploy_first(gov, ep.client(), v1, "blue", endpoint="ner")
     v2 = register(reseeded_model)
-    stop = threading.Event()
+    stop, quiet = threading.Event(), threading.Event()
     corpus = texts(40)
 
     def traffic() -> None:
         while not stop.is_set():
-            run_traffic(ep.url, ep.key, corpus, requests=40, concurrency=6, rate=40.0)
+            if quiet.is_set():
+                stop.wait(0.05)
+                continue
+            run_traffic(ep.url, ep.key, corpus, requests=10, concurrency=6, rate=40.0)
+
+    @contextlib.contextmanager
+    def no_live_traffic():
+        """No live request while inside (the batch in flight finishes first), then traffic as before."""
+        quiet.set()
+        time.sleep(1.0)
+        try:
+            yield
+        finally:
+            quiet.clear()
 
     thread = threading.Thread(target=traffic, daemon=True)
     thread.start()
@@ -107,6 +121,8 @@ def platform(tmp_path_factory, tiny_model: Path, reseeded_model: Path, synthetic
         "fault": fault,
         "registry": registry,
         "register": register,
+        "quiet": no_live_traffic,
+        "corpus": corpus,
     }
     stop.set()
     thread.join(30)
@@ -754,3 +770,92 @@ def test_rollout_report_of_a_rolled_back_rollout_names_its_evidence_and_reads_th
     assert again.exit_code == 0, again.output
     assert again.stdout == text
     assert CliRunner().invoke(main, ["rollout", "list", "--endpoint", "ner"]).stdout == listed.stdout
+
+
+def test_probes_bring_a_quiet_rollout_from_no_data_to_a_decision_and_never_count_as_live(platform):
+    from dataclasses import replace
+
+    from nerops.controller.probes import Prober
+    from nerops.rollout.policy import Probes
+    from nerops.telemetry import TelemetryStore
+
+    version = platform["challenger"]()
+    ctl = controller(platform)
+    ctl = replace(ctl, plan=replace(ctl.plan, probes=Probes(rate=10)))
+    with platform["quiet"](), Prober(ctl.control.url, ctl.control.key, platform["corpus"], ctl.plan.probes) as prober:
+        began = time.time()
+        record, _ = begin(ctl, version)
+        looks: list[tuple[str, str, bool]] = []  # (step kind, verdict, probing after it)
+        while not record.ended and len(looks) < 60:
+            time.sleep(ctl.plan.interval)
+            looked = ctl.plan.steps[record.state["step"]].kind  # the step this look judges
+            record, verdict, _ = look(ctl, record)
+            kind = ctl.plan.steps[record.state["step"]].kind  # the step it is in now
+            judged = len([k for k, _, _ in looks if k != "readiness"])
+            # the first three judged looks without probes: live traffic alone, which is none
+            probing = judged >= 3 and prober.follow(kind, record.state["phase"], verdict.status, record.candidate,
+                                                    record.stable)  # fmt: skip
+            looks.append((looked, verdict.status, probing))
+        prober.aim(None)
+        time.sleep(1.5)  # still quiet while the endpoint exports the last probes (every 0.25 s)
+        ended = time.time()
+    judged = [(v, p) for k, v, p in looks if k != "readiness"]
+    assert [v for v, _ in judged[:4]] == ["no_data"] * 4, looks  # 3 without probes, then the one probes started
+    assert judged[3][1] is True and prober.counts.sent > 0 and prober.counts.failed == 0
+    first_decision = next(v for v, _ in judged[4:] if v != "no_data")
+    assert first_decision == "healthy", looks
+    assert record.state["phase"] == "promoted" and record.state["weights"] == [0, 5, 25, 50, 100], looks
+    assert platform["gov"].state().champion == version
+
+    with TelemetryStore(platform["folder"] / "telemetry" / "telemetry.db") as store:
+
+        def requests(deployment: str, traffic: tuple[str, ...]) -> int:
+            series = store.metric_series("system", "request_count", began, ended, 3600, by=None,
+                                         deployment=deployment, traffic=traffic)  # fmt: skip
+            return int(sum(p.aggregate.sum for p in series))
+
+        assert requests(record.candidate, ("live",)) == 0  # probes never count as live requests
+        assert requests(record.stable, ("live",)) == 0
+        assert requests(record.candidate, ("probe",)) == prober.counts.sent  # each probe, once on each arm
+        assert requests(record.stable, ("probe",)) == prober.counts.sent
+    lines = evidence.read(ctl.store.evidence_path(record))
+    decided = next(line for line in lines if line.get("answered") and line["look"]["status"] == "healthy")
+    assert decided["answered"]["live"] == {"candidate": 0, "stable": 0}
+    assert decided["answered"]["probe"]["candidate"] >= 5 and decided["answered"]["probe"]["stable"] >= 5
+    probed = [m for m in decided["look"]["metrics"] if m["status"] != "no_data"]
+    assert probed and all(m["candidate_samples"] >= m["min_samples"] for m in probed if m["mode"] == "enforce")
+
+
+def test_the_flow_probes_a_quiet_rollout_to_promotion_and_refuses_probe_resumes_it_cannot_read(
+    platform, prefect_harness, monkeypatch, tmp_path, synthetic_data
+):
+    import yaml
+
+    from flows.progressive_rollout import progressive_rollout
+    from nerops.params import RolloutRequest
+    from nerops.rollout.policy import default_policy_path
+
+    def policy_with(probes: dict) -> Path:
+        raw = yaml.safe_load(default_policy_path().read_text())
+        raw["profiles"]["test"]["probes"] = probes
+        path = tmp_path / f"policy-{len(list(tmp_path.glob('policy-*')))}.yaml"
+        path.write_text(yaml.safe_dump(raw))
+        return path
+
+    monkeypatch.setenv("NEROPS_STATE_DIR", str(platform["folder"]))
+    monkeypatch.setenv("NEROPS_ROLLOUT_PROFILE", "test")
+    version = platform["challenger"]()
+    store = RecordStore(platform["folder"] / "rollouts")
+    before = [r.rollout_id for r in store.all("ner")]
+    monkeypatch.setenv("NEROPS_ROLLOUT_POLICY", str(policy_with({"rate": 10, "folder": str(tmp_path / "none")})))
+    refused = progressive_rollout(RolloutRequest(endpoint="ner", version=version), return_state=True)
+    assert refused.name == "Refused" and "probe traffic of profile test: probe resumes from" in refused.message
+    assert [r.rollout_id for r in store.all("ner")] == before  # nothing began
+
+    monkeypatch.setenv("NEROPS_ROLLOUT_POLICY", str(policy_with({"rate": 10, "folder": str(synthetic_data[1])})))
+    with platform["quiet"]():
+        state = progressive_rollout(RolloutRequest(endpoint="ner", version=version), return_state=True)
+    assert state.is_completed(), state.message
+    assert platform["gov"].state().champion == version
+    sent = int(state.message.rsplit("; ", 1)[1].split()[0])
+    assert state.message.endswith(f"; {sent} probes sent, {sent} answered 200, 0 failed") and sent > 0, state.message

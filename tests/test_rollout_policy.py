@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import yaml
 
 from nerops.rollout.plan import build_plan, preview, render_preview
-from nerops.rollout.policy import PROFILES, PolicyError, load_policy, parse_policy, policy_sha256
+from nerops.rollout.policy import PROFILES, PolicyError, Probes, load_policy, parse_policy, policy_sha256
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +29,9 @@ def test_the_shipped_policy_has_every_profile_and_each_plan_is_valid(shipped):
 
 
 def test_the_preview_prints_the_worst_case_and_when_each_step_reaches_its_minimum(shipped):
-    plan = build_plan(shipped[0], "production")
+    probed = build_plan(shipped[0], "production")
+    assert probed.probes == Probes(rate=1.0, when="short")
+    plan = replace(probed, probes=None)  # live traffic alone
     rows, worst = preview(plan, rate=2.0)
     assert worst == 5 * 60 + 3 * 1800 + 2400
     by_step = {row.step.label: row for row in rows}
@@ -36,7 +40,14 @@ def test_the_preview_prints_the_worst_case_and_when_each_step_reaches_its_minimu
     text = render_preview(plan, 2.0)
     assert "worst case total: 2h15m" in text and "minimum met after 16m40s" in text
     slow = render_preview(plan, 0.05)
-    assert "MINIMUM NOT MET by the deadline" in slow
+    assert "MINIMUM NOT MET by the deadline: send probe traffic" in slow
+    # with the profile's probes (1 pair/s on both arms) the quiet service reaches its minimum within the waits
+    rows, _ = preview(probed, rate=0.05)
+    by_step = {row.step.label: row for row in rows}
+    assert by_step["canary 5%"].reached_at == pytest.approx(100 / (0.05 * 0.05 + 1.0))
+    assert all(row.reached_at is not None for row in rows if row.step.kind != "readiness")
+    text = render_preview(probed, 0.05)
+    assert "probes: 1 pairs/s while short of the minimum, from the test CVs" in text and "NOT MET" not in text
 
 
 def edit(text, change):
@@ -83,6 +94,8 @@ def test_an_invalid_plan_is_refused_naming_the_profile_and_the_step(shipped, cha
         (lambda r: r["profiles"]["demo"]["min_samples"].__setitem__("nope", 3), "unknown metric(s) nope"),
         (lambda r: r["profiles"]["production"]["steps"][0].__setitem__("wait", "ten minutes"), "is not a duration"),
         (lambda r: r["metrics"].append(dict(r["metrics"][0])), "duplicate name(s) server-error-rate"),
+        (lambda r: r["profiles"]["production"]["probes"].__setitem__("rate", 0), "probes > rate"),
+        (lambda r: r["profiles"]["production"]["probes"].__setitem__("when", "never"), "probes > when"),
     ],
 )
 def test_an_invalid_policy_file_is_refused_naming_the_entry_and_the_field(shipped, change, message):

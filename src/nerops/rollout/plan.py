@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-from nerops.rollout.policy import Approval, HardFailure, MetricPolicy, Pause, PolicyError, PolicyFile
+from nerops.rollout.policy import Approval, HardFailure, MetricPolicy, Pause, PolicyError, PolicyFile, Probes
 from nerops.telemetry.durations import format_duration
 
 StepKind = Literal["readiness", "shadow", "canary", "bake"]
@@ -54,6 +54,7 @@ class Plan:
     policy_sha256: str = ""
     lease: float = 60.0  # an owner's claim without a look lasts this long (then the rollout may be taken over)
     approval: Approval | None = None  # the approval step, for a rollout started with it on
+    probes: Probes | None = None  # probe traffic (None: the rollout sends none)
 
     def approval_step(self) -> int | None:
         """The index of the step an approval is asked before (None: this plan has no approval step)."""
@@ -108,6 +109,7 @@ def build_plan(policy: PolicyFile, profile: str, *, policy_sha256: str = "") -> 
         policy_sha256,
         p.lease if p.lease is not None else max(60.0, 3 * p.interval),
         p.approval,
+        p.probes,
     )
     problems = validate(plan)
     if problems:
@@ -170,21 +172,25 @@ class PreviewRow:
 READ_AS = {"shadow": ("mirror", "live"), "canary": ("live", "live"), "bake": ("live", "mirror")}
 
 
-def _per_second(step: Step, metric: MetricPolicy, rate: float) -> tuple[float, float]:
-    """Samples per second each arm gives ``metric`` in ``step`` (0 where the step does not measure it)."""
+def _per_second(step: Step, metric: MetricPolicy, rate: float, probes: float = 0.0) -> tuple[float, float]:
+    """Samples per second each arm gives ``metric`` in ``step`` (0 where the step does not measure it), with
+    ``probes`` probe pairs a second on top of live traffic where the metric reads class ``probe``."""
     if step.kind not in READ_AS:
         return 0.0, 0.0
     c_cls, s_cls = READ_AS[step.kind]
     c = rate * (step.mirror if step.kind == "shadow" else step.weight) / 100
     s = rate * (step.mirror if step.kind == "bake" else 100 - step.weight) / 100
     if not metric.two_arms:
-        return (c, 0.0) if c_cls in metric.traffic else (0.0, 0.0)
-    return (c, s) if {c_cls, s_cls} <= set(metric.traffic) else (0.0, 0.0)
+        c = c if c_cls in metric.traffic else 0.0
+        return (c + probes, 0.0) if "probe" in metric.traffic else (c, 0.0)
+    c, s = (c, s) if {c_cls, s_cls} <= set(metric.traffic) else (0.0, 0.0)
+    return (c + probes, s + probes) if "probe" in metric.traffic else (c, s)
 
 
 def preview(plan: Plan, rate: float) -> tuple[list[PreviewRow], float]:
-    """Per step at ``rate`` live requests/s (no probes): traffic per arm and when every enforced metric
-    the step measures has its minimum samples; and the worst case total.
+    """Per step at ``rate`` live requests/s (and the profile's probe pairs, when it sends probes: counted as
+    if sent all along, which ``when: short`` does until the minimum is met): traffic per arm and when every
+    enforced metric the step measures has its minimum samples; and the worst case total.
 
     The judge keeps one test per metric for the whole rollout, so samples add up across steps; a metric
     a step cannot measure (latency in a shadow step) does not hold that step.
@@ -195,7 +201,8 @@ def preview(plan: Plan, rate: float) -> tuple[list[PreviewRow], float]:
     have = {m.name: [0.0, 0.0] for m in enforced}
     rows: list[PreviewRow] = []
     for step in plan.steps:
-        flows = {m.name: _per_second(step, m, rate) for m in enforced}
+        probing = plan.probes.rate if plan.probes is not None else 0.0
+        flows = {m.name: _per_second(step, m, rate, probing) for m in enforced}
         reached: float | None = None
         if step.kind != "readiness":
             gaps = [0.0]
@@ -225,6 +232,10 @@ def render_preview(plan: Plan, rate: float) -> str:
         f"profile {plan.profile}: judge every {format_duration(plan.interval)}, alpha {plan.alpha:g}, "
         f"at {rate:g} requests/s; enforced minimum {rows[0].needed} samples per arm (whole rollout)"
     ]
+    if plan.probes is not None:
+        source = plan.probes.folder or "the test CVs"
+        when = "while short of the minimum" if plan.probes.when == "short" else "after readiness, always"
+        lines.append(f"  probes: {plan.probes.rate:g} pairs/s {when}, from {source} (class probe, never live)")
     for row in rows:
         s = row.step
         timing = f"wait {format_duration(s.wait)}, deadline {format_duration(s.deadline)} -> {s.on_deadline}"
@@ -235,7 +246,9 @@ def render_preview(plan: Plan, rate: float) -> str:
             " already" if not row.reached_at else f" after {format_duration(math.ceil(row.reached_at))}"
         )
         if row.reached_at is None:
-            met = "MINIMUM NOT MET by the deadline: send probe traffic or lower min_samples"
+            met = "MINIMUM NOT MET by the deadline: " + (
+                "raise the probe rate" if plan.probes else "send probe traffic (probes:) or lower min_samples"
+            )
         lines.append(
             f"  {s.index}. {s.label:<12} candidate {row.candidate_per_minute:.1f}/min, "
             f"stable {row.stable_per_minute:.1f}/min; {timing}; {met}"

@@ -174,6 +174,17 @@ class Approval(Frozen):
     on_timeout: Literal["abort", "continue"] = "abort"
 
 
+class Probes(Frozen):
+    """Probe traffic for a quiet service: ``rate`` resumes a second, each pinned to the candidate with the stable
+    deployment answering the same resume (traffic class ``probe``: never live), from ``folder`` (``*.xml`` CVs of a
+    zip or a folder; default: the test CVs). ``when``: ``short`` while the judge lacks its minimum samples
+    (``no_data``), or ``always`` once the candidate is ready."""
+
+    rate: float = Field(gt=0.0, le=50.0)
+    folder: str | None = None
+    when: Literal["short", "always"] = "short"
+
+
 class Profile(Frozen):
     interval: Duration = Field(gt=0)  # how often the judge looks: the series' step
     readiness: Readiness
@@ -182,6 +193,7 @@ class Profile(Frozen):
     bake: Bake
     pause: Pause
     approval: Approval | None = None  # only a rollout asked to wait for approval uses it
+    probes: Probes | None = None  # probe traffic while live traffic is short of the minimum samples
     min_samples: dict[str, int] = Field(default_factory=dict)  # per metric name: overrides for short profiles
     instances: int = Field(default=1, ge=1, le=16)  # the candidate's instances at 100 %
     # how long an owner's claim on a rollout lasts without a look (a dead owner's rollout is taken over after it)
