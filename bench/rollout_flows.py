@@ -47,9 +47,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-import httpx
 from rich.console import Console
 from rich.table import Table
+
+from nerops.serving.traffic import SteadyTraffic
 
 RESULTS = Path(__file__).parent / "results" / "rollout_flows.json"
 PROFILE = "demo"
@@ -63,46 +64,6 @@ console = Console(width=170)
 
 
 # ------------------------------------------------------------------------------------ traffic and watching
-
-
-@dataclass
-class Requests:
-    """Live traffic at a fixed rate; every answer kept: (sent, answered, deployment, status, latency ms)."""
-
-    url: str
-    key: str
-    texts: list[str]
-    rate: float = RATE
-    log: list[tuple[float, float, str, int, float]] = field(default_factory=list)
-    stop: threading.Event = field(default_factory=threading.Event)
-
-    def start(self) -> None:
-        self.threads = [threading.Thread(target=self._send, args=(i,), daemon=True) for i in range(2)]
-        for thread in self.threads:
-            thread.start()
-
-    def _send(self, worker: int) -> None:
-        period = 2.0 / self.rate
-        headers = {"Authorization": f"Bearer {self.key}"}
-        with httpx.Client(base_url=self.url, timeout=30.0) as client:
-            n, start = worker, time.time() + worker * period / 2
-            while not self.stop.is_set():
-                due = start + (n // 2) * period
-                time.sleep(max(0.0, due - time.time()))
-                sent = time.time()
-                try:
-                    response = client.post("/score", json={"text": self.texts[n % len(self.texts)]}, headers=headers)
-                    answered = time.time()
-                    name = response.headers.get("azureml-model-deployment", "")
-                    self.log.append((sent, answered, name, response.status_code, 1000 * (answered - sent)))
-                except httpx.TransportError:
-                    self.log.append((sent, time.time(), "", 0, 0.0))
-                n += 2
-
-    def close(self) -> None:
-        self.stop.set()
-        for thread in self.threads:
-            thread.join(35)
 
 
 @dataclass
@@ -240,7 +201,7 @@ def steps_of(version: str) -> list[dict]:
     return rows
 
 
-def bad_candidate(kind: str, requests: Requests, watch: Watch) -> dict:
+def bad_candidate(kind: str, requests: SteadyTraffic, watch: Watch) -> dict:
     from nerops import lifecycle
     from nerops.controller import evidence
     from nerops.controller.factory import record_store
@@ -349,7 +310,7 @@ def _run(tmp: Path) -> dict:
     requests = watch = None
     try:
         deploy_first(lifecycle.open_governance(actor="bench"), endpoint.client(), v1, "blue", endpoint=ENDPOINT)
-        requests = Requests(endpoint.url, endpoint.key, texts)
+        requests = SteadyTraffic(endpoint.url, endpoint.key, texts, rate=RATE)
         requests.start()
         watch = Watch(endpoint.client())
         watch.start()

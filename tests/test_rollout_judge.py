@@ -97,7 +97,7 @@ def test_a_candidate_like_the_stable_one_is_healthy_at_the_end_of_the_wait(plan)
 def test_before_the_minimum_bake_it_is_inconclusive_and_says_until_when(plan):
     verdict = judge(make_look(plan, wait_until=12 * STEP + 300), plan)
     assert verdict.status == "inconclusive"
-    assert "minimum bake until 1020 (5m left)" in verdict.reason
+    assert "minimum bake until 00:17:00Z (5m left)" in verdict.reason
 
 
 @pytest.mark.parametrize(

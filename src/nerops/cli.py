@@ -592,9 +592,8 @@ def rollout_list(endpoint: str | None, as_json: bool) -> None:
 
     from nerops.controller import evidence
     from nerops.controller.factory import record_store
-    from nerops.controller.history import summarize, when
+    from nerops.controller.history import list_table, summarize
     from nerops.ledger import Ledger
-    from nerops.telemetry.durations import format_duration
 
     settings, store = get_settings(), record_store()
     entries = Ledger(settings.ledger_path).entries() if settings.ledger_path.exists() else []
@@ -602,16 +601,7 @@ def rollout_list(endpoint: str | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps([{**asdict(s), "candidate_live": s.candidate_live} for s in rows], indent=2))
         return
-    table = [("rollout", "outcome", "started", "duration", "to decision", "blast radius", "candidate live")]
-    for s in rows:
-        to_decision = format_duration(round(s.time_to_decision)) if s.time_to_decision is not None else "-"
-        radius = "unknown" if s.blast_radius is None else f"{100 * s.blast_radius:.1f} %"
-        live = "unknown" if s.candidate_live is None else str(s.candidate_live)
-        duration = format_duration(round(s.duration))
-        table.append((s.rollout, s.outcome, when(s.started), duration, to_decision, radius, live))
-    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
-    for row in table:
-        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    click.echo(list_table(rows))
 
 
 @rollout.command("report")
@@ -621,19 +611,15 @@ def rollout_list(endpoint: str | None, as_json: bool) -> None:
 def rollout_report(rollout_id: str, fmt: str, out: str | None) -> None:
     """One rollout after the fact: the plan, every decision with its evidence, its ledger entries, the verify."""
     from nerops.controller.factory import record_store
-    from nerops.controller.history import gather, render_html, render_markdown
+    from nerops.controller.history import gather, render_html, render_markdown, write_report
 
     settings = get_settings()
     (record,) = _records(rollout_id=rollout_id)
-    sources = gather(record_store(settings), record, settings)
-    text = render_markdown(sources) if fmt == "md" else render_html(sources)
     if out == "-":
-        click.echo(text, nl=False)
+        sources = gather(record_store(settings), record, settings)
+        click.echo(render_markdown(sources) if fmt == "md" else render_html(sources), nl=False)
         return
-    path = Path(out) if out else settings.state / "reports" / f"{record.rollout_id.replace('/', '-')}.{fmt}"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
-    click.echo(str(path))
+    click.echo(str(write_report(record_store(settings), record, settings, fmt, Path(out) if out else None)))
 
 
 def _verb(verb: str, reason: str, endpoint: str | None, rollout_id: str | None, **extra) -> None:

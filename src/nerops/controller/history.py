@@ -1,6 +1,7 @@
 """Rollout history and after-the-fact reports, read from the record, its evidence file and the ledger only.
 
     summarize(record, looks, entries) -> RolloutSummary   outcome, duration, time to decision, blast radius
+    list_table(summaries) -> str                          ``nerops rollout list``
     gather(store, record, settings) -> Sources            the I/O: evidence lines, ledger entries, verify, sha256
     render_markdown(sources) / render_html(sources)       one rollout: plan, decisions with their evidence, ledger
 
@@ -16,6 +17,7 @@ import hashlib
 import html
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 from nerops.controller.records import RecordStore, RolloutRecord
 from nerops.errors import LedgerError
@@ -95,6 +97,19 @@ def summarize(record: RolloutRecord, looks: list[dict], entries: list[Entry]) ->
         answered,
         (seqs[0], seqs[-1]) if seqs else None,
     )
+
+
+def list_table(rows: list[RolloutSummary]) -> str:
+    """``nerops rollout list`` as text: one line per rollout, columns aligned."""
+    table = [("rollout", "outcome", "started", "duration", "to decision", "blast radius", "candidate live")]
+    for s in rows:
+        to_decision = format_duration(round(s.time_to_decision)) if s.time_to_decision is not None else "-"
+        radius = "unknown" if s.blast_radius is None else f"{100 * s.blast_radius:.1f} %"
+        live = "unknown" if s.candidate_live is None else str(s.candidate_live)
+        duration = format_duration(round(s.duration))
+        table.append((s.rollout, s.outcome, when(s.started), duration, to_decision, radius, live))
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in table)
 
 
 def _live(answered: dict) -> int:
@@ -433,3 +448,18 @@ def render_html(src: Sources) -> str:
         f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
         f"<style>{CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
     )
+
+
+def report_path(settings: Settings, record: RolloutRecord, fmt: str) -> Path:
+    """Where ``nerops rollout report`` writes by default: ``reports/`` in the state folder."""
+    return settings.state / "reports" / f"{record.rollout_id.replace('/', '-')}.{fmt}"
+
+
+def write_report(store: RecordStore, record: RolloutRecord, settings: Settings, fmt: str, path: Path | None = None):
+    """Write one rollout's report (``md`` or ``html``) to ``path`` (default :func:`report_path`); its path."""
+    sources = gather(store, record, settings)
+    text = render_markdown(sources) if fmt == "md" else render_html(sources)
+    path = path or report_path(settings, record, fmt)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path

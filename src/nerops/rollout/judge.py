@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 
 import numpy as np
 
@@ -265,7 +266,8 @@ def judge(look: Look, plan: Plan) -> Verdict:
     elif status == "no_data":
         reason = "; ".join(e.reason for e in enforced if e.status == "no_data")
     elif status == "inconclusive":
-        waiting = [f"minimum bake until {look.wait_until:.0f} ({format_duration(look.wait_until - look.now)} left)"]
+        until = datetime.fromtimestamp(look.wait_until, UTC).strftime("%H:%M:%SZ")
+        waiting = [f"minimum bake until {until} ({format_duration(round(look.wait_until - look.now))} left)"]
         reason = "; ".join((waiting if baking else []) + [e.reason for e in enforced if e.status == "inconclusive"])
     else:
         reason = f"{len(enforced)} enforced metric(s) healthy; no hard failure"

@@ -11,6 +11,7 @@ import asyncio
 import random
 import statistics
 import sys
+import threading
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -123,3 +124,54 @@ async def send_traffic(
 
 def run_traffic(url: str, key: str, texts: list[str], **kwargs) -> TrafficReport:
     return asyncio.run(send_traffic(url, key, texts, **kwargs))
+
+
+@dataclass
+class SteadyTraffic:
+    """Live traffic at a fixed ``rate`` a second from two client threads until :meth:`close`, the texts in turn;
+    every answer kept in ``log``: (sent, answered, deployment, status, latency ms). Status 0: no answer."""
+
+    url: str
+    key: str
+    texts: list[str]
+    rate: float = 10.0
+    log: list[tuple[float, float, str, int, float]] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def start(self) -> None:
+        self.threads = [threading.Thread(target=self._send, args=(i,), daemon=True) for i in range(2)]
+        for thread in self.threads:
+            thread.start()
+
+    def _send(self, worker: int) -> None:
+        period = 2.0 / self.rate
+        headers = {"Authorization": f"Bearer {self.key}"}
+        with httpx.Client(base_url=self.url, timeout=30.0) as client:
+            n, start = worker, time.time() + worker * period / 2
+            while not self.stop.is_set():
+                due = start + (n // 2) * period
+                time.sleep(max(0.0, due - time.time()))
+                sent = time.time()
+                try:
+                    response = client.post("/score", json={"text": self.texts[n % len(self.texts)]}, headers=headers)
+                    answered = time.time()
+                    name = response.headers.get(PIN_HEADER, "")
+                    self.log.append((sent, answered, name, response.status_code, 1000 * (answered - sent)))
+                except httpx.TransportError:
+                    self.log.append((sent, time.time(), "", 0, 0.0))
+                n += 2
+
+    def __enter__(self) -> SteadyTraffic:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def answered_by(self, deployment: str, since: float = 0.0) -> int:
+        return sum(1 for sent, _, name, _, _ in list(self.log) if name == deployment and sent >= since)
+
+    def close(self) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(35)
