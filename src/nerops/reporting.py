@@ -210,7 +210,7 @@ def describe_lineage(gov, ref: str) -> str:
 def write_monitoring_dashboard(
     settings: Settings, *, out: Path | None = None, hours: float = 1.0, endpoint: str = "resume-ner"
 ) -> Path:
-    """The dashboard page with the alert rules' current state under the plots."""
+    """The dashboard page with the rollouts' verdicts and the alert rules' current state."""
     import time
 
     from nerops.dashboard import write_dashboard
@@ -224,5 +224,20 @@ def write_monitoring_dashboard(
         now = judgeable_now(store, None, time.time())
         alerts_text = format_results(evaluate(standalone(load_rules()), store, now=now))
     entries = Ledger(settings.ledger_path).entries() if settings.ledger_path.exists() else []
+    looks = rollout_looks(settings.state / "rollouts", endpoint, since=time.time() - hours * 3600)
     out = out or settings.state / "dashboard" / "index.html"
-    return write_dashboard(store_path, entries, out, endpoint=endpoint, hours=hours, alerts_text=alerts_text)
+    return write_dashboard(
+        store_path, entries, out, endpoint=endpoint, hours=hours, alerts_text=alerts_text, looks=looks
+    )
+
+
+def rollout_looks(root: Path, endpoint: str, *, since: float) -> list[dict]:
+    """The evidence lines of the endpoint's rollouts saved since ``since`` or still running (the judge's looks)."""
+    from nerops.controller import evidence
+    from nerops.controller.records import RecordStore
+
+    store = RecordStore(root)
+    if endpoint not in store.endpoints():  # RecordStore.all would make the folder
+        return []
+    records = [r for r in store.all(endpoint) if r.updated >= since or not r.ended]
+    return [line for record in records for line in evidence.read(store.evidence_path(record))]
