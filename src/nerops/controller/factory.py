@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from nerops.controller.records import RecordStore
 from nerops.controller.run import Controller
+from nerops.controller.telemetry import controller_telemetry
 from nerops.rollout.plan import build_plan
 from nerops.rollout.policy import load_policy, policy_sha256
 from nerops.settings import Settings, get_settings
@@ -25,7 +26,9 @@ def controller(
     """The controller of ``endpoint`` (default: the model's production endpoint) acting as ``owner``; its
     governance is that of the registered model the endpoint serves (``NEROPS_ENDPOINTS``).
 
-    ``metrics=False`` builds one without a metrics source: what a rollback needs, and all it needs.
+    ``metrics=False`` builds one without a metrics source: what a rollback needs, and all it needs. Either way it
+    writes its own telemetry (phase, weight, time of each step) into the state folder's store, opened at the
+    first write (:mod:`nerops.controller.telemetry`).
     """
     from nerops.lifecycle import open_governance
     from nerops.serving.factory import endpoint_control
@@ -51,4 +54,5 @@ def controller(
         owner,
         name,
         lease_s=lease,
+        telemetry=controller_telemetry(settings),  # its own metrics, at every committed step (rollback too)
     )

@@ -42,6 +42,7 @@ class Controller:
     endpoint: str
     lease_s: float = 60.0
     clock: object = field(default=time.time)
+    telemetry: object | None = None  # the writer of the controller's own metrics (None: it writes none)
 
     def now(self) -> float:
         return float(self.clock())  # type: ignore[operator]
@@ -250,7 +251,15 @@ def _commit(ctl: Controller, record: RolloutRecord, new, actions, what: dict, no
     outbox = tuple(action_to_dict(a) for a in actions)  # saved with the step: a successor finishes them
     record = replace(record.with_machine(new), evidence_lines=lines, evidence_sha256=sha, outbox=outbox)
     record = ctl.store.save(record, now=now, lease_s=ctl.lease_s, applied=applied)
-    lines_done = Executor(ctl.control, ctl.gov, ctl.store, record).run(actions)
+    from nerops.controller.telemetry import record_step
+
+    record_step(ctl, record, now)  # the controller's own metrics (phase, weight, time): never fails the step
+    from nerops.controller.notify import announce
+
+    try:
+        lines_done = Executor(ctl.control, ctl.gov, ctl.store, record).run(actions)
+    finally:  # after the traffic moved (a rollback does not wait on Prefect); sent even when an action failed
+        announce(record, actions, what, now)  # nerops.rollout.* events (rolled back, frozen...): never raises
     if outbox:
         record = ctl.store.save(replace(record, outbox=()), now=ctl.now(), lease_s=ctl.lease_s)
     if new.ended:

@@ -11,6 +11,7 @@ Recording (the endpoint's side)
 Storing and reading
     buckets.py      sparse buckets, Aggregate (count, sum, sum of squares, min, max), quantile: pure
     points.py       Point: one stored row
+    rollout_points.py  RolloutPoint: one row of the controller's own metrics (controller_points), last looks
     sql.py          the store's SQL text: pure
     schema.py       tables and upgrades (schema 2)
     store.py        TelemetryStore (SQLite, WAL): writes, retention, the port; store_reads.py: reads
@@ -18,7 +19,8 @@ Storing and reading
     local_source.py the port on the SQLite store
 Alert rules (alerts.py imports them all)
     durations.py, rules.py, assessment.py (one rule's state, pure), results.py, evaluation.py,
-    formatting.py, kql.py (the same rules for Azure Monitor)
+    formatting.py, kql.py (the same rules for Azure Monitor), staleness.py (rules over the controller's
+    own metrics: rollout_stuck, locally and in KQL)
 """
 
 from nerops.telemetry.buckets import Aggregate, quantile

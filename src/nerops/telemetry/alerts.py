@@ -10,6 +10,7 @@ Where each part lives (this module only re-exports them, for callers such as the
     evaluation.py   evaluate(rules, source, now=...) -> [RuleResult]: reads through the metrics-source port
     formatting.py   format_results: the text table and its evidence
     kql.py          to_kql / scheduled_query_rule: the same rules for Azure Monitor
+    staleness.py    aggregation 'staleness' (rollout_stuck): look intervals since a rollout's last look
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Telemetry switched off: the endpoint's calls, recording nothing."""
+"""Telemetry switched off: the endpoint's calls, and the controller's writes, recording nothing."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ class DisabledTelemetry:
     """The endpoint's telemetry calls, recording nothing (``NEROPS_TELEMETRY_ENABLED=false``).
 
     For measuring what monitoring costs (``bench/serving.py``) and nothing else: with it, every alert
-    rule and the rollout judge read ``error`` (no watermark), never ``healthy``.
+    rule and the rollout judge read ``error`` (no watermark), never ``healthy``. The rollout controller's
+    writer too (:func:`nerops.controller.telemetry.controller_telemetry`): ``rollout_stuck`` then sees no rollout.
     """
 
     def record_request(self, record: RequestRecord) -> None:
@@ -23,6 +24,9 @@ class DisabledTelemetry:
 
     def record_mirror_dropped(self, **kwargs: object) -> None:
         return None
+
+    def write(self, points: object) -> int:
+        return 0
 
     def flush(self, timeout_millis: float = 10_000) -> bool:
         return True

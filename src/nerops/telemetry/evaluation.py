@@ -15,6 +15,9 @@ Fail closed: when the source says a step or the baseline window is incomplete (t
 watermark behind or missing) the rule is ``error`` for every deployment, never ``no_data`` and never
 ``ok``. A source failure is ``error`` too (with the message); :func:`evaluate` never raises for one
 rule. Results carry their evidence: queries, windows, values, baseline, samples, threshold.
+
+Rules over the controller's own metrics (``aggregation: staleness``, e.g. ``rollout_stuck``) read each
+rollout's last look instead: see :mod:`nerops.telemetry.staleness`.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from nerops.telemetry.results import (
 )
 from nerops.telemetry.rules import Rule
 from nerops.telemetry.source import ENDPOINT, Arm, ArmInterval, MetricsSource, Series
+from nerops.telemetry.staleness import evaluate_staleness
 
 ALL_DEPLOYMENTS = "*"
 
@@ -102,6 +106,8 @@ def _evaluate_rule(
     reference: str | None,
     endpoint: str | None,
 ) -> list[RuleResult]:
+    if rule.aggregation == "staleness":
+        return evaluate_staleness(rule, source, now, deployments, endpoint)
     windows = step_windows(rule, now)
     base_window = baseline_window(rule, now)
     who = rule.condition.baseline.deployment if base_window is not None else None

@@ -45,7 +45,7 @@ from opentelemetry.sdk.metrics.export import (
 
 from nerops.telemetry.buckets import sparse_buckets
 from nerops.telemetry.loss import HOST, LossCounter, recover_writers, remove_sidecar, write_sidecar
-from nerops.telemetry.metrics import LIVE, METRICS, TRAFFIC_CLASSES
+from nerops.telemetry.metrics import KINDS, LIVE, METRICS, TRAFFIC_CLASSES
 from nerops.telemetry.points import Point
 from nerops.telemetry.source import Loss, Watermark
 from nerops.telemetry.store import TelemetryStore, TelemetryStoreError
@@ -84,8 +84,8 @@ def points_from_metrics(metrics_data: MetricsData, dropped: list[int] | None = N
     for resource_metrics in metrics_data.resource_metrics:
         for scope_metrics in resource_metrics.scope_metrics:
             for metric in scope_metrics.metrics:
-                if metric.name not in METRICS:
-                    continue
+                if metric.name not in METRICS or METRICS[metric.name].kind not in KINDS:
+                    continue  # not ours, or not a signal (the controller writes its own points)
                 data = metric.data
                 if not isinstance(data, Sum | HistogramData):
                     continue

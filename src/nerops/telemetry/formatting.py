@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -93,3 +94,13 @@ def format_results(results: Sequence[RuleResult], *, verbose: bool = False) -> s
                 lines.append("  query:")
                 lines.extend(f"    {line}" for line in result.query.splitlines())
     return "\n".join(lines)
+
+
+def kql_number(value: float) -> str:
+    """A number as a KQL literal (an integer without a decimal point)."""
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def kql_string(value: str) -> str:
+    """A string as a KQL literal."""
+    return json.dumps(value)

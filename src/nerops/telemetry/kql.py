@@ -12,16 +12,18 @@ The query has the same semantics as the local evaluation: one value per deployme
 an absolute threshold or with ``factor`` x a baseline window. It returns one row per deployment
 (x label) for which the rule fires, so the scheduled query rule alerts when the result has more than 0
 rows: an integer threshold, as log alerts require. Rates and ratios to a baseline are compared as
-percentages (``error_pct > 5``, ``ratio_pct > 200``).
+percentages (``error_pct > 5``, ``ratio_pct > 200``). Rules over the controller's own metrics
+(``aggregation: staleness``) compile in :func:`nerops.telemetry.staleness.staleness_kql`: one row per stuck rollout.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from nerops.errors import ConfigurationError
 from nerops.telemetry.durations import format_duration, iso_duration, kql_timespan
+from nerops.telemetry.formatting import kql_number as _number
+from nerops.telemetry.formatting import kql_string as _string
 from nerops.telemetry.metrics import metric_spec
 from nerops.telemetry.rules import Rule
 
@@ -32,14 +34,6 @@ class KqlError(ConfigurationError):
     """A rule cannot be expressed on AppMetrics."""
 
 
-def _number(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else repr(float(value))
-
-
-def _string(value: str) -> str:
-    return json.dumps(value)
-
-
 _PROPERTIES = ",\n             ".join(
     f'{name} = tostring(Properties["{name}"])'
     for name in ("deployment", "model_version", "endpoint", "traffic_class", "label")
@@ -47,7 +41,9 @@ _PROPERTIES = ",\n             ".join(
 
 
 def lookback_s(rule: Rule) -> float:
-    """How far back the query reads: the steps, and the baseline window if any."""
+    """How far back the query reads: the steps, and the baseline window if any (staleness: its lookback)."""
+    if rule.aggregation == "staleness":
+        return rule.lookback_s
     span = rule.steps * rule.window
     baseline = rule.condition.baseline
     if baseline is not None:
@@ -70,6 +66,10 @@ def to_kql(rule: Rule, *, reference: str | None = None) -> str:
             f"rule '{rule.name}': {rule.aggregation} needs bucket counts, which AppMetrics does not keep; "
             "use aggregation 'mean' (or a query over AppRequests) for Azure"
         )
+    if rule.aggregation == "staleness":
+        from nerops.telemetry.staleness import staleness_kql
+
+        return staleness_kql(rule)
     baseline = rule.condition.baseline
     against_reference = baseline is not None and baseline.deployment == "reference"
     # a baseline of one other arm (the reference) or of the whole endpoint is joined on a constant key
@@ -260,6 +260,8 @@ def _per_label_lets(rule: Rule, against_one: bool) -> list[str]:
 def scheduled_query_rule(rule: Rule, *, reference: str | None = None) -> dict[str, Any]:
     """The ``properties`` of a ``Microsoft.Insights/scheduledQueryRules`` resource for this rule (no scopes)."""
     dimensions = ["deployment", "label"] if rule.per_label else ["deployment"]
+    if rule.aggregation == "staleness":
+        dimensions = ["endpoint", "rollout", "deployment"]
     return {
         "displayName": f"nerops {rule.name}",
         "description": rule.description,

@@ -1,4 +1,4 @@
-"""The catalogue of instruments: names, kinds (system metric or model signal), units, bucket bounds.
+"""The catalogue of instruments: names, kinds (system metric, model signal, controller), units, bucket bounds.
 
 One place names every instrument, so the recorder (:mod:`nerops.telemetry.recorder`), the store's
 tables (:mod:`nerops.telemetry.store`), the alert rules and the KQL compiler agree on them.
@@ -25,6 +25,16 @@ and per ``label``: ``agreement_matched`` (same label, start, end in both answers
 Every point carries ``endpoint``, ``deployment``, ``model_version`` and ``traffic_class``
 (:data:`TRAFFIC_CLASSES`: ``live`` routed by the traffic weights, ``mirror`` shadow copies whose answer
 is discarded, ``probe`` synthetic requests sent on purpose, ``smoke`` readiness checks).
+
+The controller's own metrics (kind ``controller``, table ``controller_points``; never recorded by the
+endpoint, never read by the metrics-source port): gauges written by the rollout controller at every
+committed step (:mod:`nerops.controller.telemetry`), one row per rollout and step, with ``rollout``,
+``phase`` and the rollout's look interval beside the endpoint, candidate deployment and model version
+(:mod:`nerops.telemetry.rollout_points`)::
+
+    rollout_weight_percent   gauge, %     the candidate's live traffic weight after the step
+    rollout_last_look_time   gauge, s     when the step was taken (epoch seconds): its age is what
+                                          the ``rollout_stuck`` rule measures, in look intervals
 """
 
 from __future__ import annotations
@@ -32,11 +42,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-Kind = Literal["system", "model"]
+Kind = Literal["system", "model", "controller"]
 SYSTEM: Kind = "system"
 MODEL: Kind = "model"
-KINDS: tuple[Kind, ...] = (SYSTEM, MODEL)
-TABLES: dict[str, str] = {SYSTEM: "system_points", MODEL: "model_points"}
+CONTROLLER: Kind = "controller"
+KINDS: tuple[Kind, ...] = (SYSTEM, MODEL)  # the signals: what the endpoint records and the metrics-source port reads
+TABLES: dict[str, str] = {SYSTEM: "system_points", MODEL: "model_points", CONTROLLER: "controller_points"}
 
 INFERENCE_LATENCY_MS = "inference_latency_ms"
 REQUEST_COUNT = "request_count"
@@ -54,6 +65,8 @@ AGREEMENT_MATCHED = "agreement_matched"
 AGREEMENT_CANDIDATE_ONLY = "agreement_candidate_only"
 AGREEMENT_REFERENCE_ONLY = "agreement_reference_only"
 SUMSQ_SUFFIX = "_sumsq"
+ROLLOUT_WEIGHT_PERCENT = "rollout_weight_percent"
+ROLLOUT_LAST_LOOK_TIME = "rollout_last_look_time"
 
 TrafficClass = Literal["live", "mirror", "probe", "smoke"]
 TRAFFIC_CLASSES: tuple[TrafficClass, ...] = ("live", "mirror", "probe", "smoke")
@@ -84,7 +97,7 @@ INPUT_LENGTH_BOUNDS: tuple[float, ...] = (
 class MetricSpec:
     name: str
     kind: Kind
-    instrument: Literal["counter", "histogram"]
+    instrument: Literal["counter", "histogram", "gauge"]
     unit: str
     description: str
     bounds: tuple[float, ...] = ()
@@ -147,6 +160,12 @@ METRICS: dict[str, MetricSpec] = {
         MetricSpec(
             AGREEMENT_REFERENCE_ONLY, MODEL, "counter", "{entity}", "Entities only the reference found.", labelled=True
         ),
+        MetricSpec(
+            ROLLOUT_WEIGHT_PERCENT, CONTROLLER, "gauge", "%", "The rollout's candidate weight after a committed step."
+        ),
+        MetricSpec(
+            ROLLOUT_LAST_LOOK_TIME, CONTROLLER, "gauge", "s", "When the rollout's last step was taken (epoch seconds)."
+        ),
     )
 }
 # the sums of squares: one companion counter per histogram, and one for entities per label per document
@@ -165,6 +184,7 @@ SQUARES: dict[str, str] = {spec.squares_of: name for name, spec in METRICS.items
 
 SYSTEM_METRICS: frozenset[str] = frozenset(name for name, spec in METRICS.items() if spec.kind == SYSTEM)
 MODEL_METRICS: frozenset[str] = frozenset(name for name, spec in METRICS.items() if spec.kind == MODEL)
+CONTROLLER_METRICS: frozenset[str] = frozenset(name for name, spec in METRICS.items() if spec.kind == CONTROLLER)
 
 
 def metric_spec(name: str) -> MetricSpec:
@@ -180,9 +200,9 @@ def kind_of(name: str) -> Kind:
 
 
 def table_of(kind_or_table: str) -> str:
-    """``"system"``/``"system_points"`` -> ``"system_points"`` (same for model); anything else is an error."""
+    """``"system"``/``"system_points"`` -> ``"system_points"`` (same for model, controller); else an error."""
     if kind_or_table in TABLES:
         return TABLES[kind_or_table]
     if kind_or_table in TABLES.values():
         return kind_or_table
-    raise ValueError(f"unknown signal kind {kind_or_table!r}: use 'system' or 'model'")
+    raise ValueError(f"unknown signal kind {kind_or_table!r}: use 'system', 'model' or 'controller'")

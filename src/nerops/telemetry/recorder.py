@@ -46,6 +46,7 @@ from nerops.telemetry.metrics import (
     ENTITIES_PER_LABEL,
     INFERENCE_LATENCY_MS,
     INPUT_LENGTH_CHARS,
+    KINDS,
     LATENCY_EDGES_MS,
     LIVE,
     METRICS,
@@ -64,7 +65,8 @@ from nerops.telemetry.store import DEFAULT_RETENTION_DAYS, TelemetryStore
 
 log = logging.getLogger("nerops.telemetry")
 
-COUNTERS = tuple(name for name, spec in METRICS.items() if not spec.is_histogram)
+# the endpoint's counters (the controller's gauges are written by the controller itself)
+COUNTERS = tuple(name for name, spec in METRICS.items() if spec.instrument == "counter" and spec.kind in KINDS)
 HEARTBEAT = "nerops.telemetry.heartbeat"
 
 METER_NAME = "nerops.telemetry"

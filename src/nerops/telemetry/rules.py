@@ -16,10 +16,11 @@ from pydantic_core import PydanticCustomError
 
 from nerops.errors import ConfigurationError
 from nerops.telemetry.durations import Duration
-from nerops.telemetry.metrics import LIVE, METRICS, TRAFFIC_CLASSES, TrafficClass, metric_spec
+from nerops.telemetry.metrics import CONTROLLER, LIVE, METRICS, TRAFFIC_CLASSES, TrafficClass, metric_spec
 from nerops.yamlfile import yaml_mapping
 
 QUANTILES = {"p50": 0.50, "p90": 0.90, "p95": 0.95, "p99": 0.99}
+DEFAULT_LOOKBACK_S = 86400.0  # staleness: how far back a rollout's last look is searched
 
 
 def _traffic(value: object) -> object:
@@ -95,8 +96,8 @@ class Rule(BaseModel):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$", max_length=80)
     description: str = Field(min_length=1)
     severity: Literal["info", "warning", "critical"] = "warning"
-    signal: Literal["system", "model"]
-    aggregation: Literal["mean", "p50", "p90", "p95", "p99", "ratio", "rate"]
+    signal: Literal["system", "model", "controller"]
+    aggregation: Literal["mean", "p50", "p90", "p95", "p99", "ratio", "rate", "staleness"]
     metric: str | None = None
     numerator: str | None = None
     denominator: str | None = None
@@ -107,11 +108,16 @@ class Rule(BaseModel):
     min_samples: int = Field(ge=1)
     condition: Condition
     local_only: str | None = None  # only the local store can answer: the name of the rule Azure uses instead
+    lookback: Duration | None = Field(default=None, gt=0)  # staleness only: how far back the last point is searched
 
     @model_validator(mode="after")
     def _consistent(self) -> Rule:
         if not self.traffic:
             raise _field_error("traffic", f"name at least one traffic class ({', '.join(TRAFFIC_CLASSES)})")
+        if self.aggregation == "staleness" or self.signal == CONTROLLER:
+            return self._staleness()
+        if self.lookback is not None:
+            raise _field_error("lookback", "only for aggregation 'staleness'")
         if self.aggregation in ("ratio", "rate"):
             for name in ("numerator", "denominator"):
                 value = getattr(self, name)
@@ -139,6 +145,32 @@ class Rule(BaseModel):
                 raise _field_error("per_label", "only for aggregation 'ratio' or 'rate' over a labelled numerator")
         return self
 
+    def _staleness(self) -> Rule:
+        """A controller rule: the age of each rollout's latest timestamp gauge, in its look intervals."""
+        if self.aggregation != "staleness":
+            raise _field_error("aggregation", "a 'controller' rule measures 'staleness' (intervals since a look)")
+        if self.signal != CONTROLLER:
+            raise _field_error("signal", "aggregation 'staleness' reads the controller's metrics: signal 'controller'")
+        if self.metric is None:
+            raise _field_error("metric", "aggregation 'staleness' needs a 'metric'")
+        self._check_metric("metric", self.metric)
+        spec = metric_spec(self.metric)
+        if spec.instrument != "gauge" or spec.unit != "s":
+            raise _field_error("metric", "aggregation 'staleness' needs a timestamp gauge (rollout_last_look_time)")
+        for name in ("numerator", "denominator"):
+            if getattr(self, name) is not None:
+                raise _field_error(name, "only for aggregation 'ratio' or 'rate', not 'staleness'")
+        if self.per_label:
+            raise _field_error("per_label", "only for aggregation 'ratio' or 'rate' over a labelled numerator")
+        if self.condition.threshold is None:
+            raise _field_error("condition", "aggregation 'staleness' takes an absolute 'threshold' (look intervals)")
+        return self
+
+    @property
+    def lookback_s(self) -> float:
+        """Staleness: how far back each rollout's latest point is searched (default one day)."""
+        return self.lookback if self.lookback is not None else DEFAULT_LOOKBACK_S
+
     def _check_metric(self, field_name: str, name: str) -> None:
         spec = METRICS.get(name)
         if spec is None:
@@ -162,6 +194,8 @@ class Rule(BaseModel):
 
     @property
     def expression(self) -> str:
+        if self.aggregation == "staleness":
+            return f"intervals since {self.metric}"
         if self.aggregation in ("ratio", "rate"):
             numerator = f"{self.numerator}[label]" if self.per_label else self.numerator
             text = f"{numerator} / {self.denominator}"

@@ -1,8 +1,9 @@
 """The local store's schema: tables, indexes, the catalogue of metrics; created, upgraded and checked here.
 
-Version 2 (this one) added ``traffic_class`` to the point tables (version 1 had ``mirrored`` 0/1:
-upgraded in place, mirrored rows become ``mirror``), the writers' ``watermarks`` and the
-``telemetry_loss`` records (see :mod:`nerops.telemetry.store`).
+Version 2 added ``traffic_class`` to the point tables (version 1 had ``mirrored`` 0/1: upgraded in
+place, mirrored rows become ``mirror``), the writers' ``watermarks`` and the ``telemetry_loss`` records
+(see :mod:`nerops.telemetry.store`). Version 3 (this one) added ``controller_points``, the controller's own
+metrics (:mod:`nerops.telemetry.rollout_points`); older stores are upgraded in place.
 """
 
 from __future__ import annotations
@@ -11,9 +12,9 @@ import sqlite3
 from pathlib import Path
 
 from nerops.errors import NeropsError
-from nerops.telemetry.metrics import TABLES
+from nerops.telemetry.metrics import CONTROLLER, TABLES
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class TelemetryStoreError(NeropsError):
@@ -25,6 +26,10 @@ _POINTS = """CREATE TABLE IF NOT EXISTS {table} (
     endpoint TEXT NOT NULL, deployment TEXT NOT NULL, model_version TEXT NOT NULL,
     traffic_class TEXT NOT NULL DEFAULT 'live', label TEXT NOT NULL DEFAULT '',
     item_count REAL NOT NULL, sum REAL NOT NULL, min REAL, max REAL, buckets TEXT)"""
+_CONTROLLER_POINTS = """CREATE TABLE IF NOT EXISTS {table} (
+    time REAL NOT NULL, interval_s REAL NOT NULL DEFAULT 0, metric TEXT NOT NULL,
+    endpoint TEXT NOT NULL, rollout TEXT NOT NULL, deployment TEXT NOT NULL, model_version TEXT NOT NULL,
+    phase TEXT NOT NULL, value REAL NOT NULL)"""
 _EVIDENCE = (
     "CREATE TABLE IF NOT EXISTS metrics_catalog (kind TEXT NOT NULL, metric TEXT NOT NULL, "
     "PRIMARY KEY (kind, metric)) WITHOUT ROWID",
@@ -40,14 +45,16 @@ _EVIDENCE = (
 
 
 def create_schema(conn: sqlite3.Connection) -> None:
-    """Create the tables, or upgrade a version-1 store, in one transaction; nothing to do when current."""
+    """Create the tables, or upgrade a version-1 or -2 store, in one transaction; nothing to do when current."""
     if conn.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
         return
     conn.execute("BEGIN IMMEDIATE")
     try:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
-        for table in TABLES.values():
-            if version == 1:
+        for kind, table in TABLES.items():
+            if kind == CONTROLLER:  # new in version 3: created in every older store
+                conn.execute(_CONTROLLER_POINTS.format(table=table))
+            elif version == 1:
                 conn.execute(f"ALTER TABLE {table} ADD COLUMN traffic_class TEXT NOT NULL DEFAULT 'live'")
                 conn.execute(f"UPDATE {table} SET traffic_class = 'mirror' WHERE mirrored = 1")
             else:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from nerops.telemetry.metrics import LIVE, TABLES
+from nerops.telemetry.metrics import CONTROLLER, LIVE, TABLES
 
 GROUP_COLUMNS = ("deployment", "model_version", "endpoint", "label", "traffic_class")
 
@@ -27,9 +27,14 @@ _COLUMNS = (
     "max",
     "buckets",
 )
+# the controller's table (nerops.telemetry.rollout_points): its own attributes, one gauge value
+CONTROLLER_COLUMNS = (
+    "time", "interval_s", "metric", "endpoint", "rollout", "deployment", "model_version", "phase", "value",
+)  # fmt: skip
+_COLUMNS_OF = {table: CONTROLLER_COLUMNS if kind == CONTROLLER else _COLUMNS for kind, table in TABLES.items()}
 INSERT = {
-    table: f"INSERT INTO {table} ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
-    for table in TABLES.values()
+    table: f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+    for table, columns in _COLUMNS_OF.items()
 }
 
 

@@ -1,4 +1,5 @@
-"""The local telemetry store: one SQLite file, pre-aggregated points, system metrics and model signals apart.
+"""The local telemetry store: one SQLite file, pre-aggregated points; system metrics, model signals and the
+controller's own metrics apart.
 
 Layout (as Azure Monitor's ``AppMetrics`` keeps metrics: one row per export interval and attribute set)::
 
@@ -12,6 +13,9 @@ Layout (as Azure Monitor's ``AppMetrics`` keeps metrics: one row per export inte
       item_count     measurements in the interval (counters: the value)
       sum, min, max  of the measurements (counters: sum = value, min/max NULL)
       buckets        TEXT     histograms only: sparse JSON {"upper bound": count}
+    controller_points  the rollout controller's gauges, one row per rollout, step and metric: the same
+                       time, interval_s (the rollout's look interval), metric, endpoint, deployment,
+                       model_version, and rollout, phase, value (nerops.telemetry.rollout_points)
     indexes: (metric, time) and (deployment, metric, time): a query reads the window it asks for,
              whatever the length of the history
     metrics_catalog (kind, metric): which metrics each table holds (retention and deployments() use it)
@@ -42,8 +46,9 @@ import time as _time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
-from nerops.telemetry.metrics import TABLES, kind_of, table_of
+from nerops.telemetry.metrics import CONTROLLER, TABLES, kind_of, table_of
 from nerops.telemetry.points import Point
+from nerops.telemetry.rollout_points import LastLooks, RolloutPoint, last_looks_sql, looks_from_rows
 from nerops.telemetry.schema import TelemetryStoreError, check_schema, create_schema
 from nerops.telemetry.source import Arm, Loss, Series, Watermark
 from nerops.telemetry.sql import INSERT
@@ -133,8 +138,12 @@ class TelemetryStore(StoreReads):
 
     # -- writing
 
-    def write(self, points: Iterable[Point], *, watermark: Watermark | None = None, loss: Iterable[Loss] = ()) -> int:
+    def write(
+        self, points: Iterable[Point | RolloutPoint], *, watermark: Watermark | None = None, loss: Iterable[Loss] = ()
+    ) -> int:
         """Insert points, and a writer's watermark and loss, in one transaction; returns the points written.
+
+        Each point goes to the table of its metric's kind (a :class:`RolloutPoint` for the controller's).
 
         With a ``watermark``, points not newer than that writer's stored watermark are late: refused,
         and counted as ``late_points`` loss over ``(stored watermark, new watermark]``.
@@ -171,11 +180,14 @@ class TelemetryStore(StoreReads):
             except sqlite3.Error as exc:
                 raise TelemetryStoreError(f"{failure}: {exc}") from exc
 
-    def _insert(self, conn: sqlite3.Connection, points: Sequence[Point]) -> int:
+    def _insert(self, conn: sqlite3.Connection, points: Sequence[Point | RolloutPoint]) -> int:
         by_table: dict[str, list[tuple[object, ...]]] = {table: [] for table in TABLES.values()}
         catalog: set[tuple[str, str]] = set()
         for point in points:
             kind = kind_of(point.metric)
+            if (kind == CONTROLLER) != isinstance(point, RolloutPoint):
+                wanted = "RolloutPoint" if kind == CONTROLLER else "Point"
+                raise ValueError(f"{point.metric!r} is a {kind} metric: write it as a {wanted}")
             by_table[TABLES[kind]].append(point.row())
             catalog.add((kind, point.metric))
         for table, table_rows in by_table.items():
@@ -223,6 +235,13 @@ class TelemetryStore(StoreReads):
         from nerops.telemetry.local_source import lowest_watermark
 
         return lowest_watermark(self, endpoint)
+
+    # -- the controller's own telemetry (nerops.telemetry.rollout_points)
+
+    def last_looks(self, endpoint: str | None, start: float, end: float) -> LastLooks:
+        """Each rollout's latest last-look point in ``(start, end]`` (of ``endpoint``, or of every endpoint)."""
+        query = last_looks_sql(start, end, endpoint=endpoint)
+        return LastLooks(looks_from_rows(self._read(query.sql, query.params)), str(query))
 
     def apply_retention(self, now: float | None = None) -> int:
         """Delete rows older than ``retention_days`` before ``now``; returns how many were deleted."""

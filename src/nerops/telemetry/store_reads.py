@@ -198,4 +198,4 @@ def _kind_of_table(table: str) -> str:
     for kind, name in TABLES.items():
         if name == table:
             return kind
-    raise ValueError(f"unknown signal kind {table!r}: use 'system' or 'model'")
+    raise ValueError(f"unknown signal kind {table!r}: use 'system', 'model' or 'controller'")
