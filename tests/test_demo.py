@@ -58,7 +58,7 @@ def test_the_demo_promotes_a_second_model_and_the_judge_rolls_a_bad_one_back(dem
 
     state, run = demo
     assert run.returncode == 0, (run.stdout[-3000:], run.stderr[-3000:])
-    out = run.stdout
+    out = run.stderr + run.stdout  # the demo's console writes to stderr (stdout stays for data), Prefect's logs too
     store = RecordStore(state / "rollouts")
     records = sorted((r for name in store.endpoints() for r in store.all(name)), key=lambda r: r.created)
     good, bad = records
