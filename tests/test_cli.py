@@ -150,7 +150,8 @@ def test_alerts_and_dashboard_commands_on_synthetic_telemetry(runner: CliRunner,
     assert "error-rate" in result.stdout and "firing" in result.stdout  # 20 % server errors for 14 minutes
     out = tmp_path / "dash.html"
     result = runner.invoke(main, ["dashboard", "--out", str(out), "--hours", "0.5"])
-    assert result.exit_code == 0 and out.read_text().count("<svg") == 5
+    # the traffic weights, three system metrics, two model signals
+    assert result.exit_code == 0 and out.read_text().count("<svg") == 6
     assert "error-rate" in out.read_text()
 
 
