@@ -69,13 +69,13 @@ def platform(tmp_path_factory, tiny_model: Path, reseeded_model: Path, synthetic
             if quiet.is_set():
                 stop.wait(0.05)
                 continue
-            run_traffic(ep.url, ep.key, corpus, requests=10, concurrency=6, rate=40.0)
+            run_traffic(ep.url, ep.key, corpus, requests=40, concurrency=6, rate=40.0)
 
     @contextlib.contextmanager
     def no_live_traffic():
         """No live request while inside (the batch in flight finishes first), then traffic as before."""
         quiet.set()
-        time.sleep(1.0)
+        time.sleep(2.5)  # a batch of 40 at 40/s in flight, and its export
         try:
             yield
         finally:
