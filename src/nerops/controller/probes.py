@@ -22,10 +22,9 @@ from pathlib import Path
 import httpx
 
 from nerops.errors import ConfigurationError
+from nerops.rollout.machine import ENDED
 from nerops.rollout.policy import Probes
 from nerops.serving.endpoint import CLASS_HEADER, PAIR_HEADER, PIN_HEADER
-
-ENDED = ("promoted", "rolled_back", "aborted")
 
 
 def wanted(probes: Probes | None, step_kind: str, phase: str, verdict: str | None) -> bool:
