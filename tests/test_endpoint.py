@@ -358,7 +358,9 @@ def test_kill_9_of_one_deployment_worker(endpoint: LocalEndpoint):
     threads = [threading.Thread(target=load, args=(name,)) for name in ("blue", "green", "green")]
     for thread in threads:
         thread.start()
-    time.sleep(1.0)
+    started = time.time() + 30
+    while len(results["green"]) < 20 and time.time() < started:  # both green clients busy (a slow machine: later)
+        time.sleep(0.05)
     os.kill(victim["pid"], signal.SIGKILL)
     deadline = time.time() + 60
     while time.time() < deadline:
