@@ -20,7 +20,7 @@ ifneq ($(wildcard $(SHARED_DATA)/dotin_545_cvs_train_v2.zip),)
 export NEROPS_DATA_DIR ?= $(SHARED_DATA)
 endif
 
-.PHONY: demo test bench lint install ui mlflow-ui endpoint clean-state
+.PHONY: demo test bench lint install ui mlflow-ui endpoint platform platform-status platform-down clean-state
 
 demo: $(STAMP)
 	@mkdir -p $(PREFECT_HOME)
@@ -31,6 +31,18 @@ ui: $(STAMP)
 	@mkdir -p $(PREFECT_HOME)
 	@echo "Prefect UI on http://127.0.0.1:4200 (Ctrl-C to stop)"
 	$(BIN)/prefect server start --host 127.0.0.1 --port 4200 --analytics-off
+
+# The local platform as real processes in the background: Prefect server (UI on http://127.0.0.1:4200), a process
+# worker, the endpoint, the GitHub webhook receiver; deployments, concurrency limits and automations set up.
+platform: $(STAMP)
+	@mkdir -p $(PREFECT_HOME)
+	$(BIN)/nerops platform up
+
+platform-status: $(STAMP)
+	$(BIN)/nerops platform status
+
+platform-down: $(STAMP)
+	$(BIN)/nerops platform down
 
 # The local online endpoint in the foreground, with the deployments and traffic the demo left.
 endpoint: $(STAMP)

@@ -38,6 +38,8 @@ from tasks.rollout import (
     take_look,
 )
 
+ROLLOUT_TAG = "rollout:"
+
 
 def slug(rollout: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in rollout.lower()).strip("-")
@@ -88,9 +90,29 @@ def _walk(checked: dict, request: RolloutRequest, fence: EndpointFence):
         return _steps(checked, request, fence, prober)
 
 
+def tag_run(rollout: str) -> str:
+    """Tag this flow run ``rollout:<id>``: the UI can filter by it, and the crash automation reads it to run
+    ``rollback-model rollout=<id>`` (automations/rollback-on-crash.yaml). A failure is only a log line."""
+    from prefect.client.orchestration import get_client
+
+    run_id, tag = flow_run.get_id(), f"{ROLLOUT_TAG}{rollout}"
+    if not run_id:
+        return ""
+    try:
+        with get_client(sync_client=True) as client:
+            tags = list(client.read_flow_run(run_id).tags or [])
+            if tag not in tags:
+                client.update_flow_run(run_id, tags=[*tags, tag])
+    except Exception as exc:  # the rollout goes on: its record, not the tag, is what a rollback reads
+        return f"could not tag this run {tag}: {type(exc).__name__}: {exc}"[:300]
+    return ""
+
+
 def _steps(checked: dict, request: RolloutRequest, fence: EndpointFence, prober):
     started = begin_rollout(checked["version"], checked["endpoint"], request.new_attempt, request.approval)
     rollout, key = started["rollout"], slug(started["rollout"])
+    if problem := tag_run(rollout):
+        print(problem)
     print(f"rollout {rollout} {started['how']}: {' -> '.join(started['steps'])}")
     progress = create_progress_artifact(0.0, key=f"{key}-progress", description=f"rollout {rollout}")
     rows: list[dict] = []

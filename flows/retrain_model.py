@@ -12,6 +12,7 @@ from nerops.params import RetrainRequest
 from tasks.registry import approve_version, gate_against_champion, reconcile_registry, register_candidate
 from tasks.reports import publish_gate_report
 from tasks.training import evaluate_candidate, train_candidate
+from tasks.triggers import request_rollout
 
 
 @flow(name="retrain-model", log_prints=True)
@@ -20,7 +21,7 @@ def retrain_model(request: RetrainRequest = RetrainRequest()) -> dict[str, objec
     repairs = reconcile_registry()
     for action in repairs:
         print(f"repaired: {action}")
-    training = train_candidate(request.config, request.overrides())
+    training = train_candidate(request.config, request.overrides(), request.commit)
     evaluation = evaluate_candidate(training["model_dir"])
     version = register_candidate(training["model_dir"], training, evaluation)
     gate = gate_against_champion(version, request.gate)
@@ -29,12 +30,14 @@ def retrain_model(request: RetrainRequest = RetrainRequest()) -> dict[str, objec
     approved = None
     if gate["passed"] and request.approve_on_pass:
         approved = approve_version(version, reason=f"{request.reason}: {gate['summary']}")
+        print(request_rollout(version, request.reason))
     return {
         "version": version,
         "passed": gate["passed"],
         "reasons": gate["reasons"],
         "approved": bool(approved),
         "test_micro_f1": evaluation["micro"]["f1"],
+        "trained_commit": training.get("git_commit"),
         "repairs": repairs,
     }
 

@@ -692,5 +692,15 @@ def rollout_rollback(reason: str, endpoint: str | None, rollout_id: str | None, 
     _verb("rollback", reason, endpoint, rollout_id)
 
 
+def _add_groups() -> None:
+    from nerops.platform.commands import platform, trigger
+    from nerops.triggers.receiver import webhook
+
+    for group in (platform, trigger, webhook):
+        main.add_command(group)
+
+
+_add_groups()
+
 if __name__ == "__main__":
     main()

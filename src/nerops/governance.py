@@ -93,13 +93,17 @@ class Governance:
         libraries: dict[str, str],
         params: dict[str, object],
         metrics: dict[str, float],
+        extra: dict[str, str] | None = None,
     ) -> VersionInfo:
-        """Log and register a trained model folder as a new candidate version (once: a retry finds it)."""
+        """Log and register a trained model folder as a new candidate version (once: a retry finds it).
+
+        ``extra``: more lineage (``requested_commit`` of a retrain asked for a commit)."""
         extractor = Extractor.load(model_dir)  # validate before writing anything
         lineage = {
             "dataset_version": dataset_version,
             "config_hash": config_hash,
             "git_commit": git_commit,
+            **(extra or {}),
             "artifact_sha256": artifact_sha256(model_dir),
             **{f"lib.{name}": version for name, version in sorted(libraries.items())},
             # a pipeline with a fault built in says so, whoever registers it (nerops.model.faults)

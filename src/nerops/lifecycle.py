@@ -17,7 +17,7 @@ from nerops.errors import ConfigurationError
 from nerops.gate import GatePolicy
 from nerops.governance import Governance, RegistryAnchor
 from nerops.ledger import FileAnchor, Ledger
-from nerops.model.config import get_config
+from nerops.model.config import PROFILE_CONFIGS, get_config
 from nerops.model.personal import PersonalStrings
 from nerops.model.pipeline import Progress, library_versions, train_model
 from nerops.model_scores import EVALUATION_FILE, evaluate_model
@@ -73,9 +73,14 @@ def train_candidate(
     *,
     actor: str | None = None,
     progress: Progress | None = None,
+    source: dict[str, str] | None = None,
 ) -> dict[str, object]:
-    """Train a model on the training split; record the training in the ledger; return where it is."""
+    """Train a model on the training split; record the training in the ledger; return where it is.
+
+    ``config_name`` None: the profile's config. ``source`` (``git_commit``, ``requested_commit``): the code trained,
+    when a commit was asked for (see :mod:`nerops.source`), recorded with the training."""
     settings = get_settings()
+    config_name = config_name or PROFILE_CONFIGS[settings.rollout_profile]
     config = get_config(config_name, **(overrides or {}))
     dataset = load_dataset(settings)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
@@ -94,9 +99,21 @@ def train_candidate(
         "alignment": meta["alignment"],
         "dev_micro_f1": meta.get("dev_micro", {}).get("f1"),
         "model_dir": str(out),
+        **(source or {}),
     }
     open_governance(settings, actor=actor).record_training(evidence)
     return {"model_dir": str(out), "config_hash": config.config_hash(), "dataset_version": dataset.version, **meta}
+
+
+def train_commit(
+    commit: str, config_name: str | None, overrides: dict[str, object] | None = None, *, actor: str | None = None
+) -> dict[str, object]:
+    """Train the code at ``commit`` (checked out beside the project, run in a child process): see nerops.source."""
+    from nerops.source import train_at
+
+    settings = get_settings()
+    name = config_name or PROFILE_CONFIGS[settings.rollout_profile]
+    return train_at(commit, name, overrides or {}, state=settings.state, actor=actor)
 
 
 def evaluate_candidate(model_dir: str) -> dict[str, object]:
@@ -129,9 +146,10 @@ def register_candidate(
         Path(model_dir),
         dataset_version=str(training["dataset_version"]),
         config_hash=str(training["config_hash"]),
-        git_commit=git_commit(),
+        git_commit=str(training.get("git_commit") or git_commit()),
         libraries=library_versions(),
         params={**config, "train_documents": training["train_documents"]},
+        extra={"requested_commit": str(training["requested_commit"])} if training.get("requested_commit") else None,
         metrics={key.replace(" ", "_"): value for key, value in metrics.items()},
     )
     return info.version

@@ -29,7 +29,14 @@ class RetrainRequest(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    config: Literal["quick", "full"] = "quick"
+    config: Literal["tiny", "quick", "full"] | None = Field(
+        None, description="The training config; default: the profile's (production full, demo quick, test tiny)."
+    )
+    commit: str | None = Field(
+        None,
+        pattern=r"^[0-9a-f]{40}$",
+        description="Train the code at this git commit (checked out beside the project); default: the code here.",
+    )
     seed: int | None = Field(None, description="Override the config's seed.")
     train_fraction: float | None = Field(None, gt=0, le=1, description="Train on this share of the training CVs.")
     approve_on_pass: bool = Field(True, description="Approve a pass: stage=prod and alias challenger.")
@@ -83,3 +90,19 @@ class RollbackRequest(BaseModel):
     to: str | None = Field(None, pattern=r"^(previous|v?\d+)$", description="'previous' (champion) or a version.")
     endpoint: str | None = Field(None, description="The endpoint (with 'to'); default: the production endpoint.")
     reason: str = Field("rollback", min_length=1, max_length=500, description="Why (recorded).")
+
+
+class GithubPush(BaseModel):
+    """What the webhook receiver's ``nerops.github.retrain-requested`` event says about an accepted push."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    delivery: str = Field(..., min_length=1, max_length=100, description="GitHub's X-GitHub-Delivery id.")
+    repository: str = Field(..., min_length=1, max_length=200, description="owner/name")
+    ref: str = Field(..., min_length=1, max_length=300)
+    commit: str = Field(..., pattern=r"^[0-9a-f]{40}$", description="The pushed head commit (the push's 'after').")
+    before: str | None = None
+    pusher: str | None = Field(None, max_length=200)
+    matched: list[str] = Field(default_factory=list, description="Changed files matching the training paths.")
+    files_complete: bool = Field(True, description="False: the payload's file lists may be capped.")
+    reason: str = Field("", max_length=1000, description="The receiver's reason for wanting a retrain.")

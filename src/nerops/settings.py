@@ -80,12 +80,50 @@ class Settings(BaseSettings):
     endpoint_start_attempts: int = Field(
         default=4, ge=1, description="Local endpoint: failed starts in a row before a deployment is marked down."
     )
+    auto_rollout: Literal["off", "on", "approval"] = Field(
+        default="off",
+        description="After a retrain approves a version: off (a person starts the rollout), on (it starts by "
+        "itself), approval (it starts with its approval step on: a reviewer approves before the approval step).",
+    )
     rollout_profile: Literal["production", "demo", "test"] = Field(
         default="production", description="Rollouts: the profile of rollouts/policy.yaml that sets the durations."
     )
     rollout_policy: Path | None = Field(
         default=None, description="Rollouts: the policy file (default: rollouts/policy.yaml of the project)."
     )
+
+    # The GitHub webhook receiver (nerops.triggers.receiver): `nerops webhook serve`.
+    webhook_host: str = Field(default="127.0.0.1", description="Webhook receiver: the address it listens on.")
+    webhook_port: int = Field(default=8470, ge=1, le=65535, description="Webhook receiver: the port it listens on.")
+    github_webhook_secret: SecretStr | None = Field(
+        default=None, description="Webhook receiver: the GitHub webhook's secret (required to start)."
+    )
+    github_webhook_secret_previous: SecretStr | None = Field(
+        default=None, description="Webhook receiver: while rotating, the previous secret, still accepted."
+    )
+    webhook_max_body_bytes: int = Field(
+        default=25 * 1024 * 1024, ge=1, description="Webhook receiver: larger bodies get a 413 (GitHub sends <= 25 MB)."
+    )
+    webhook_rate_per_s: float = Field(
+        default=2.0, gt=0, description="Webhook receiver: deliveries per second accepted in the long run (all callers)."
+    )
+    webhook_burst: int = Field(default=20, ge=1, description="Webhook receiver: deliveries accepted at once (bucket).")
+    webhook_replay_window_s: float = Field(
+        default=7 * 86400.0, gt=0, description="Webhook receiver: how long delivery ids and body hashes are remembered."
+    )
+    webhook_event_timeout_s: float = Field(
+        default=4.0, gt=0, le=9.0, description="Webhook receiver: time to post the Prefect event (GitHub waits 10 s)."
+    )
+    webhook_branch: str | None = Field(
+        default=None, description="Webhook receiver: the branch whose pushes retrain (default: the repo's default)."
+    )
+    webhook_repository: str | None = Field(
+        default=None, description="Webhook receiver: accept pushes of this owner/repo only (default: any)."
+    )
+    webhook_log_max_bytes: int = Field(
+        default=5 * 1024 * 1024, ge=1024, description="Webhook receiver: size of deliveries.log before it rotates."
+    )
+    webhook_log_backups: int = Field(default=5, ge=0, description="Webhook receiver: rotated deliveries logs kept.")
 
     @cached_property
     def state(self) -> Path:

@@ -1,4 +1,4 @@
-"""Training configurations: ``quick`` for the demo, ``full`` for the best quality we reach.
+"""Training configurations: ``tiny`` for tests, ``quick`` for the demo, ``full`` for the best quality we reach.
 
 A config is a frozen pydantic model; its hash (canonical JSON, sha256) is part of lineage.
 """
@@ -57,6 +57,8 @@ class TrainConfig(BaseModel):
 PRESETS: dict[str, TrainConfig] = {
     # quick: the demo's model, trained in about 25 s; plain features, BIO tags
     "quick": TrainConfig(name="quick", c1=0.05, c2=0.05, max_iterations=60, window=1, min_feature_freq=2),
+    # tiny: the tests' model (a few seconds on a few synthetic CVs); what the test profile trains
+    "tiny": TrainConfig(name="tiny", c1=0.05, c2=0.05, max_iterations=30, window=1, min_feature_freq=2),
     # full: the best figure on the dev split (BILOU tags, line layout, cross-fold gazetteers, L2 only);
     # the O penalty of the posterior decoding and the name propagation were chosen on 4-fold
     # cross-validation over the training split together with the dev split
@@ -73,6 +75,11 @@ PRESETS: dict[str, TrainConfig] = {
         propagate_labels=("Name",),
     ),
 }
+
+
+# The config a retrain trains when its request names none: the profile's (NEROPS_ROLLOUT_PROFILE), so one
+# deployment serves production, the demo and the tests.
+PROFILE_CONFIGS: dict[str, str] = {"production": "full", "demo": "quick", "test": "tiny"}
 
 
 def get_config(name: str, **overrides: object) -> TrainConfig:
