@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     telemetry_enabled: bool = Field(
         default=True, description="Local endpoint: record telemetry (false only to measure what it costs)."
     )
+    telemetry_export_interval_s: float = Field(
+        default=5.0, gt=0, description="Local endpoint: seconds between telemetry exports into the store."
+    )
     endpoint_request_timeout_s: float = Field(
         default=30.0, gt=0, description="Local endpoint: a worker that answers nothing for this long gives a 504."
     )

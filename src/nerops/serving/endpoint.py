@@ -340,7 +340,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--name", default="resume-ner")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8910)
-    parser.add_argument("--export-interval", type=float, default=5.0, help="Telemetry export interval (s).")
+    parser.add_argument(
+        "--export-interval",
+        type=float,
+        default=get_settings().telemetry_export_interval_s,
+        help="Telemetry export interval (s; default NEROPS_TELEMETRY_EXPORT_INTERVAL_S, 5).",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
