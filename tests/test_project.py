@@ -20,4 +20,46 @@ def test_every_deployment_names_a_flow_of_the_same_name_with_valid_parameters():
         assert flow.name == deployment["name"]
         flow.validate_parameters(deployment.get("parameters", {}))
         names.append(deployment["name"])
-    assert names == ["retrain-model", "gate-model", "progressive-rollout", "rollback-model", "health-sweep"]
+    assert names == [
+        *("retrain-model", "gate-model", "progressive-rollout", "rollback-model", "health-sweep", "on-github-event"),
+    ]
+
+
+SAMPLE_EVENTS = {  # the payloads our own emitters send (tasks.triggers.request_rollout, triggers.github)
+    "nerops.model.approved": {"model": "resume-ner", "version": "7", "endpoint": "resume-ner", "approval": True,
+                              "reason": "automatic rollout after retrain"},
+    "nerops.github.retrain-requested": {"delivery": "d-1", "repository": "o/r", "ref": "refs/heads/main",
+                                        "commit": "a" * 40, "before": None, "pusher": "octo",
+                                        "matched": ["src/nerops/model/config.py"], "files_complete": True,
+                                        "reason": "touches the training paths"},
+}  # fmt: skip
+
+
+def _render(value, payload: dict):
+    """A trigger's parameter template filled from an event payload, the way Prefect fills a single expression."""
+    if isinstance(value, dict):
+        return {key: _render(item, payload) for key, item in value.items()}
+    prefix = "{{ event.payload."
+    if isinstance(value, str) and value.startswith(prefix) and value.endswith(" }}"):
+        return payload[value[len(prefix) : -3]]
+    return value
+
+
+def test_every_trigger_fills_parameters_its_flow_accepts_from_the_event_we_send():
+    from prefect.flows import load_flow_from_entrypoint
+
+    project = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    triggered = []
+    for deployment in project["deployments"]:
+        flow = load_flow_from_entrypoint(str(ROOT / deployment["entrypoint"]))
+        for trigger in deployment.get("triggers", ()):
+            (event,) = trigger["expect"]
+            parameters = _render(trigger["parameters"], SAMPLE_EVENTS[event])
+            flow.validate_parameters(parameters)
+            triggered.append((deployment["name"], event))
+    assert triggered == [
+        ("progressive-rollout", "nerops.model.approved"),
+        ("on-github-event", "nerops.github.retrain-requested"),
+    ]
+    schedules = {d["name"]: d.get("schedules", []) for d in project["deployments"]}
+    assert schedules["health-sweep"] == [{"interval": 300, "active": True}]
