@@ -55,7 +55,7 @@ def _table(status: dict) -> str:
             f"log {svc.get('log')}"
         )
     rows.append(f"  Prefect API {status.get('api')} (UI: {status.get('api', '').removesuffix('/api')})")
-    rows.append(f"  webhook secret: {status.get('webhook_secret')}   state: {status.get('logs', '')[: -len('/logs')]}")
+    rows.append(f"  webhook secret: {status.get('webhook_secret')}   logs: {status.get('logs', '')}")
     return "\n".join(rows)
 
 
