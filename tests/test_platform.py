@@ -7,12 +7,9 @@ Training runs the test profile's tiny config on the real zips (the pinned loader
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import hmac
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +20,8 @@ import httpx
 import psutil
 import pytest
 
+from nerops.serving.client import free_port
+from nerops.triggers.github import sign
 from tests.conftest import SHARED_DATA, needs_real_data
 
 pytestmark = [needs_real_data, pytest.mark.slow]
@@ -30,12 +29,6 @@ pytestmark = [needs_real_data, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "platform-test-secret"
 FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def nerops(*args: str, env: dict, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -348,10 +341,6 @@ def test_each_deployment_works_with_its_defaults(live):
     assert f"{live['endpoint']}: firing" in logs_of(runs["health-sweep"])
 
 
-def _sign(body: bytes, secret: str = SECRET) -> str:
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-
-
 def _push(commit: str, files: list[str], ref: str = "refs/heads/main") -> bytes:
     change = {"id": commit, "added": [], "removed": [], "modified": files}
     return json.dumps(
@@ -379,7 +368,7 @@ def _deliver(live, body: bytes, *, event: str = "push", delivery: str | None = N
     headers = {"Content-Type": "application/json", "X-GitHub-Event": event}
     headers["X-GitHub-Delivery"] = delivery or str(uuid.uuid4())
     if signature == "sign":
-        headers["X-Hub-Signature-256"] = _sign(body)
+        headers["X-Hub-Signature-256"] = sign(SECRET, body)
     elif signature is not None:
         headers["X-Hub-Signature-256"] = signature
     answer = httpx.post(live["webhook"], content=body, headers=headers, timeout=15)
@@ -397,7 +386,7 @@ def test_the_webhook_receiver_answers_each_delivery_as_documented_and_one_signed
     ignored = _push(head, ["README.md", "src/nerops/serving/endpoint.py"])
     assert _deliver(live, ignored, delivery=replayed)[1]["verdict"] == "ignored"
     cases = [  # (what, answer status, verdict, the delivery)
-        ("bad signature", 403, "refused", dict(body=wanted, signature=_sign(wanted, "another-secret"))),
+        ("bad signature", 403, "refused", dict(body=wanted, signature=sign("another-secret", wanted))),
         ("missing signature", 401, "refused", dict(body=wanted, signature=None)),
         ("malformed signature", 400, "refused", dict(body=wanted, signature="sha256=xyz")),
         ("replayed delivery", 200, "duplicate", dict(body=ignored, delivery=replayed)),

@@ -25,6 +25,7 @@ from click.testing import CliRunner
 from starlette.testclient import TestClient
 
 from nerops.errors import ConfigurationError
+from nerops.serving.client import free_port
 from nerops.settings import Settings
 from nerops.triggers.deliveries import DeliveryLog, DeliveryStore
 from nerops.triggers.github import EVENT_NAME, event_id, sign
@@ -560,12 +561,6 @@ def test_prefect_unreachable_is_503_then_the_redelivery_is_accepted(env, monkeyp
     assert consumed(_isolated_state) == 1
     assert_the_event(read_back(delivery), delivery, body, payload)
     app.state.receiver.store.close()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def test_the_server_listens_on_127_0_0_1_and_answers_over_http(prefect_harness, tmp_path):

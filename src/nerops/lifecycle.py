@@ -17,7 +17,7 @@ from nerops.errors import ConfigurationError
 from nerops.gate import GatePolicy
 from nerops.governance import Governance, RegistryAnchor
 from nerops.ledger import FileAnchor, Ledger
-from nerops.model.config import PROFILE_CONFIGS, get_config
+from nerops.model.config import config_name_for, get_config
 from nerops.model.personal import PersonalStrings
 from nerops.model.pipeline import Progress, library_versions, train_model
 from nerops.model_scores import EVALUATION_FILE, evaluate_model
@@ -80,8 +80,7 @@ def train_candidate(
     ``config_name`` None: the profile's config. ``source`` (``git_commit``, ``requested_commit``): the code trained,
     when a commit was asked for (see :mod:`nerops.source`), recorded with the training."""
     settings = get_settings()
-    config_name = config_name or PROFILE_CONFIGS[settings.rollout_profile]
-    config = get_config(config_name, **(overrides or {}))
+    config = get_config(config_name_for(config_name, settings.rollout_profile), **(overrides or {}))
     dataset = load_dataset(settings)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     out = settings.models_dir / f"{config.name}-{stamp}-{config.config_hash()[:8]}"
@@ -112,7 +111,7 @@ def train_commit(
     from nerops.source import train_at
 
     settings = get_settings()
-    name = config_name or PROFILE_CONFIGS[settings.rollout_profile]
+    name = config_name_for(config_name, settings.rollout_profile)
     return train_at(commit, name, overrides or {}, state=settings.state, actor=actor)
 
 

@@ -190,6 +190,19 @@ def get_settings() -> Settings:
     return Settings()
 
 
+def prefect_api_url(why: str) -> str:
+    """The Prefect server's API URL (``PREFECT_API_URL``); ``ConfigurationError`` saying ``why`` it is needed when
+    unset (a temporary in-process server would not do: it is gone with the process)."""
+    from prefect.settings import get_current_settings
+
+    from nerops.errors import ConfigurationError
+
+    url = get_current_settings().api.url
+    if not url:
+        raise ConfigurationError(f"no Prefect server: set PREFECT_API_URL {why}")
+    return url
+
+
 def configure_prefect(settings: Settings) -> None:
     """Keep Prefect's own state (the temporary server's database) in the state folder, unless set."""
     home = Path(os.environ.setdefault("PREFECT_HOME", str(settings.state / "prefect")))

@@ -84,6 +84,11 @@ PRESETS: dict[str, TrainConfig] = {
 PROFILE_CONFIGS: dict[str, str] = {"production": "full", "demo": "quick", "test": "tiny"}
 
 
+def config_name_for(name: str | None, profile: str) -> str:
+    """``name``, or the profile's config when it is None."""
+    return name or PROFILE_CONFIGS[profile]
+
+
 def get_config(name: str, **overrides: object) -> TrainConfig:
     """A preset by name, with optional field overrides (for example a seed)."""
     try:

@@ -19,21 +19,12 @@ from pathlib import Path
 import yaml
 
 from nerops.errors import ConfigurationError
-from nerops.settings import Settings, get_settings
+from nerops.settings import Settings, get_settings, prefect_api_url
 
 WORK_POOL = "local"
 AUTOMATIONS = ("crash-zombie-flows.yaml", "rollback-on-crash.yaml")  # rollout-notifications.yaml needs your block
 DEPLOY_TIMEOUT_S = 600
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-
-
-def api_url() -> str:
-    from prefect.settings import get_current_settings
-
-    url = get_current_settings().api.url
-    if not url:
-        raise ConfigurationError("PREFECT_API_URL is not set: set it to the Prefect server to set up")
-    return url
 
 
 def ensure_work_pool(name: str = WORK_POOL) -> str:
@@ -114,7 +105,7 @@ def ensure_automations(project: Path, names: tuple[str, ...] = AUTOMATIONS) -> l
 
 def set_up(project: Path, *, deploy_flows: bool = True, say: Callable[[str], None] = print) -> None:
     settings = get_settings()
-    say(f"setting up the Prefect server at {api_url()} for {project}")
+    say(f"setting up the Prefect server at {prefect_api_url('to the Prefect server to set up')} for {project}")
     say(ensure_work_pool())
     if deploy_flows:
         say(deploy(project))

@@ -21,7 +21,6 @@ import contextlib
 import ctypes
 import json
 import os
-import secrets
 import signal
 import subprocess
 import sys
@@ -142,11 +141,10 @@ def webhook_secret(folder: Path) -> tuple[str, str]:
     """The receiver's secret: NEROPS_GITHUB_WEBHOOK_SECRET, else one generated once into the platform folder."""
     if os.environ.get("NEROPS_GITHUB_WEBHOOK_SECRET"):
         return os.environ["NEROPS_GITHUB_WEBHOOK_SECRET"], "NEROPS_GITHUB_WEBHOOK_SECRET"
+    from nerops.serving.credentials import generated_secret
+
     file = folder / "github-webhook-secret"
-    if not file.exists():
-        file.touch(mode=0o600)
-        file.write_text(secrets.token_hex(32), encoding="utf-8")
-    return file.read_text(encoding="utf-8").strip(), str(file)
+    return generated_secret(file), str(file)
 
 
 class Supervisor:

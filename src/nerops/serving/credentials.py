@@ -23,7 +23,7 @@ LOCAL_KEY_FILE = "control-key"
 def control_keys(settings: Settings) -> list[str]:
     """The valid control credentials, the current one first."""
     given = [key.get_secret_value() for key in (settings.control_key, settings.control_key_previous) if key]
-    return [key for key in given if key] or [_local_key(settings.state / LOCAL_KEY_FILE)]
+    return [key for key in given if key] or [generated_secret(settings.state / LOCAL_KEY_FILE)]
 
 
 def control_key(settings: Settings) -> str:
@@ -31,7 +31,8 @@ def control_key(settings: Settings) -> str:
     return control_keys(settings)[0]
 
 
-def _local_key(path: Path) -> str:
+def generated_secret(path: Path) -> str:
+    """The secret in ``path``, made once (random, mode 0600; safe when two processes make it at once)."""
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         try:

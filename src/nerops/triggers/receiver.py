@@ -47,7 +47,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from nerops.errors import ConfigurationError
-from nerops.settings import Settings, get_settings
+from nerops.settings import Settings, get_settings, prefect_api_url
 from nerops.triggers import github
 from nerops.triggers.deliveries import DeliveryLog, DeliveryStore
 
@@ -367,15 +367,12 @@ def _check_start(settings: Settings) -> None:
     """Refuse to start without a secret or without a Prefect server to post to."""
     try:
         accepted_secrets(settings)
+        prefect_api_url(
+            "(e.g. http://127.0.0.1:4200/api): the receiver posts its events there, and a temporary in-process "
+            "server would be gone with the process"
+        )
     except ConfigurationError as exc:
         raise click.ClickException(str(exc)) from None
-    from prefect.settings import get_current_settings
-
-    if not get_current_settings().api.url:
-        raise click.ClickException(
-            "no Prefect server: set PREFECT_API_URL (e.g. http://127.0.0.1:4200/api); the receiver posts its "
-            "events there, and a temporary in-process server would be gone with the process"
-        )
 
 
 @click.group(name="webhook")

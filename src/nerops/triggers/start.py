@@ -7,7 +7,7 @@ workflow both asking for the same commit get the same flow run back from the Pre
 
 from __future__ import annotations
 
-from nerops.errors import ConfigurationError
+from nerops.settings import prefect_api_url
 
 RETRAIN = "retrain-model/retrain-model"
 ROLLOUT = "progressive-rollout/progressive-rollout"
@@ -18,23 +18,15 @@ def retrain_key(commit: str) -> str:
     return f"retrain-model/{commit}"
 
 
-def _api_configured() -> None:
-    from prefect.settings import get_current_settings
-
-    if not get_current_settings().api.url:
-        raise ConfigurationError(
-            "PREFECT_API_URL is not set: point it at the Prefect server the deployments are on "
-            "(`nerops platform up` prints it; on CI, a repository secret)"
-        )
-
-
 def start(deployment: str, parameters: dict, *, idempotency_key: str | None = None, tags: list[str] | None = None):
     """Create a run of ``deployment`` (``flow/deployment``) and return it at once (the worker runs it)."""
     from prefect.context import FlowRunContext
     from prefect.deployments import run_deployment
 
     if FlowRunContext.get() is None:
-        _api_configured()
+        prefect_api_url(
+            "to the Prefect server the deployments are on (`nerops platform up` prints it; on CI, a repository secret)"
+        )
     return run_deployment(
         deployment, parameters=parameters, idempotency_key=idempotency_key, timeout=0, tags=tags or None
     )
