@@ -101,6 +101,7 @@ class Service:
     backoff: float = 1.0
     last_exit: int | None = None
     started_at: float = 0.0
+    created: float | None = None  # the process's start time, as psutil tells it (with the pid, its identity)
 
     def start(self) -> None:
         self.started_at, self.next_start = time.monotonic(), 0.0
@@ -115,12 +116,13 @@ class Service:
                 start_new_session=True,
                 preexec_fn=_child_setup,  # noqa: PLW1509 (the supervisor has no other threads)
             )
+        self.created = (process_record(self.proc.pid) or {}).get("created")
 
     def record(self) -> dict:
         pid = self.proc.pid if self.proc else None
         return {
             "pid": pid,
-            "created": (process_record(pid) or {}).get("created") if pid else None,
+            "created": self.created,
             "running": bool(self.proc and self.proc.poll() is None),
             "url": self.url,
             "health": self.health,
@@ -156,6 +158,8 @@ class Supervisor:
         self.stopping = False
         self.started = time.time()
         self.descendants: dict[int, dict] = {}
+        self.me = process_record(os.getpid())
+        self.written = ""
         python = sys.executable
         api = f"http://127.0.0.1:{ports.prefect}/api"
         self.api = api
@@ -209,13 +213,12 @@ class Supervisor:
     # --- the state file --------------------------------------------------------------------------
 
     def write(self) -> None:
-        me = process_record(os.getpid())
+        """The state file, rewritten when something in it changed (the watch loop asks twice a second)."""
         body = {
-            "supervisor": me,
+            "supervisor": self.me,
             "phase": self.phase,
             "message": self.message,
             "started": self.started,
-            "updated": time.time(),
             "api": self.api,
             "project": str(self.project),
             "endpoint": self.endpoint,
@@ -224,9 +227,13 @@ class Supervisor:
             "services": {s.name: s.record() for s in self.services},
             "descendants": list(self.descendants.values()),
         }
+        text = json.dumps(body, indent=2)
+        if text == self.written:
+            return
         tmp = self.file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(body, indent=2), encoding="utf-8")
+        tmp.write_text(text, encoding="utf-8")
         tmp.replace(self.file)
+        self.written = text
 
     def say(self, text: str) -> None:
         self.message = text
