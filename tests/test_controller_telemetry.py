@@ -157,6 +157,32 @@ def test_every_committed_step_records_phase_weight_and_the_time_of_the_look(tmp_
         assert store.deployments(0, NOW) == []
 
 
+def test_a_readiness_look_is_timed_when_its_smoke_requests_are_answered_so_the_canary_keeps_its_deadline(
+    tmp_path, plan, monkeypatch
+):
+    """Two new workers loading a model under load took 20 s to answer; the canary (12 s deadline in the test
+    profile) starts when its traffic moves, after them, and is not aborted by the time spent waiting."""
+    path = tmp_path / "telemetry.db"
+    ctl, record, control = rollout(tmp_path, plan, StoreWriter(path))
+
+    def slow_smoke(url, key, deployment, n):
+        ctl.clock.now += 20.0
+        return [200] * n
+
+    monkeypatch.setattr(run, "smoke", slow_smoke)
+    ctl.clock.now = T0 + 1
+    record = look(ctl, record)[0]
+    assert record.machine.step == 1 and record.machine.step_started == T0 + 21
+    assert points(path)[0][:3] == (T0 + 21, "rollout_last_look_time", T0 + 21)
+    ctl.clock.now = T0 + 23  # 22 s after the look began, 2 s into the canary: no metrics source, frozen, not ended
+    record = look(ctl, record)[0]
+    assert (record.state["phase"], record.state["weight"]) == ("progressing", 5)
+    assert control.weights == [{"blue": 95, "v2-1": 5}]
+    ctl.clock.now = T0 + 21 + plan.steps[1].deadline  # its deadline, counted from when its traffic moved
+    record = look(ctl, record)[0]
+    assert record.state["phase"] == "aborted" and control.weights[-1] == {"blue": 100}
+
+
 def test_the_rule_sees_the_driven_rollout_stuck_while_paused_and_never_once_it_ended(tmp_path, plan, monkeypatch):
     path = tmp_path / "telemetry.db"
     ctl, record, _ = rollout(tmp_path, plan, StoreWriter(path))

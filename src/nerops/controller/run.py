@@ -205,6 +205,9 @@ def look(ctl: Controller, record: RolloutRecord) -> tuple[RolloutRecord, Verdict
     answered: dict = {}
     if step.kind == "readiness" and machine.phase == "progressing":
         statuses = smoke(ctl.control.url, ctl.control.key, record.candidate, step.smoke_requests)
+        # the look ends when the smoke requests are answered (a worker loading a model may take many seconds):
+        # the next step's bake and deadline count from the moment its traffic moves, not from before the wait
+        now = ctl.now()
         verdict = smoke_verdict(statuses, required=step.smoke_requests, now=now, interval=ctl.plan.interval)
     elif ctl.source is None:
         verdict = Verdict("error", "no metrics source configured", now, None, ctl.plan.interval)
