@@ -10,6 +10,8 @@ from tests.conftest import SHARED_DATA, needs_real_data
 
 pytestmark = needs_real_data
 
+LENIENT = {"min_micro_f1": 0.0, "default_min_label_f1": 0.0}  # the gate's thresholds for a tiny model
+
 
 @pytest.fixture(scope="module")
 def flow_state(tmp_path_factory: pytest.TempPathFactory, prefect_harness):
@@ -44,14 +46,16 @@ def test_retrain_approves_a_first_model_then_rejects_a_weak_one():
     from nerops.lifecycle import open_governance
     from nerops.params import RetrainRequest
 
-    first = retrain_model(RetrainRequest(config="quick", reason="test: first"))
+    # the tiny config (seconds of training; micro F1 about 0.40 on the test CVs) against thresholds of 0, so that
+    # it passes; the weak one (2 % of the CVs, about 0.25) fails the comparison with it by far (-0.156 measured)
+    first = retrain_model(RetrainRequest(config="tiny", reason="test: first", gate=LENIENT))
     assert first["version"] == "1" and first["passed"] and first["approved"]
-    assert first["test_micro_f1"] >= 0.40
+    assert first["reasons"][0].startswith("micro F1 ") and first["reasons"][0].endswith(">= minimum 0.00")
     gov = open_governance()
     assert (gov.state().champion, gov.state().challenger) == (None, "1"), "approval does not move the champion"
     gov.set_champion("1", expected=None, reason="test: stands in for the initial deployment")
 
-    weak = retrain_model(RetrainRequest(config="quick", train_fraction=0.1, reason="test: weak"))
+    weak = retrain_model(RetrainRequest(config="tiny", train_fraction=0.02, reason="test: weak", gate=LENIENT))
     assert weak["version"] == "2" and not weak["passed"] and not weak["approved"]
     assert any("lower bound not above" in reason for reason in weak["reasons"])
 
@@ -83,9 +87,9 @@ def test_gate_model_flow_regates_against_the_current_champion():
     from flows.gate_model import gate_model
     from nerops.params import GateRequest
 
-    result = gate_model(GateRequest(version="2"))
+    result = gate_model(GateRequest(version="2", gate=LENIENT))
     assert result == {"version": "2", "passed": False, "approved": False}
-    result = gate_model(GateRequest(version="champion"))
+    result = gate_model(GateRequest(version="champion", gate=LENIENT))
     assert result["version"] == "1" and result["passed"]  # against no one but the thresholds: it is the champion
 
 
