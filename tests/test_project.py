@@ -63,3 +63,25 @@ def test_every_trigger_fills_parameters_its_flow_accepts_from_the_event_we_send(
     ]
     schedules = {d["name"]: d.get("schedules", []) for d in project["deployments"]}
     assert schedules["health-sweep"] == [{"interval": 300, "active": True}]
+
+
+def test_the_set_up_creates_valid_automations_and_sets_the_crash_window():
+    import pytest
+    from prefect.events.schemas.automations import AutomationCore
+    from pydantic import ValidationError
+
+    from nerops.platform.setup import AUTOMATIONS, ZOMBIE_AUTOMATION, load_automation, with_crash_window
+    from nerops.settings import Settings
+
+    lookup = {"rollback-model/rollback-model": "0b6bd6a7-5d3c-4a27-a4a5-0d4d0a8a6c11"}.__getitem__
+    specs = {spec["name"]: spec for spec in (load_automation(ROOT / "automations" / f, lookup) for f in AUTOMATIONS)}
+    for spec in specs.values():
+        AutomationCore.model_validate(spec)
+    zombie = specs[ZOMBIE_AUTOMATION]
+    assert zombie["trigger"]["within"] == 90 and "90 s" in zombie["actions"][0]["message"]
+    shorter = AutomationCore.model_validate(with_crash_window(zombie, 60.0))
+    assert shorter.trigger.within.total_seconds() == 60
+    assert shorter.actions[0].message.startswith("No heartbeat for 60 s") and "60 s" in shorter.description
+    assert Settings(platform_crash_after_s=45).platform_crash_after_s == 45
+    with pytest.raises(ValidationError, match="greater than or equal to 45"):
+        Settings(platform_crash_after_s=30)  # a heartbeat every 30 s: one late beat would crash a live run

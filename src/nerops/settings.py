@@ -88,6 +88,13 @@ class Settings(BaseSettings):
         description="After a retrain approves a version: off (a person starts the rollout), on (it starts by "
         "itself), approval (it starts with its approval step on: a reviewer approves before the approval step).",
     )
+    platform_crash_after_s: float = Field(
+        default=90.0,
+        ge=45.0,
+        le=3600.0,
+        description="Local platform: a flow run with no heartbeat (they come every 30 s) for this long is marked "
+        "Crashed by the zombie automation; at least 45 s, so that one late heartbeat does not crash a live run.",
+    )
     rollout_profile: Literal["production", "demo", "test"] = Field(
         default="production", description="Rollouts: the profile of rollouts/policy.yaml that sets the durations."
     )

@@ -22,6 +22,7 @@ from nerops.errors import ConfigurationError
 from nerops.settings import Settings, get_settings, prefect_api_url
 
 WORK_POOL = "local"
+ZOMBIE_AUTOMATION = "nerops-crash-zombie-flows"
 AUTOMATIONS = ("crash-zombie-flows.yaml", "rollback-on-crash.yaml")  # rollout-notifications.yaml needs your block
 DEPLOY_TIMEOUT_S = 600
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
@@ -82,6 +83,18 @@ def load_automation(path: Path, lookup: Callable[[str], str]) -> dict:
     return _resolve_deployments(spec, lookup)
 
 
+def with_crash_window(spec: dict, seconds: float) -> dict:
+    """The zombie automation with its window set to ``seconds`` (NEROPS_PLATFORM_CRASH_AFTER_S; the file says 90),
+    its description and the crash message saying so."""
+    said = f"{seconds:g} s"
+    out = {**spec, "trigger": {**spec["trigger"], "within": seconds}}
+    out["description"] = str(spec.get("description", "")).replace("90 s", said)
+    out["actions"] = [
+        {**a, "message": str(a["message"]).replace("90 s", said)} if "message" in a else a for a in spec["actions"]
+    ]
+    return out
+
+
 def ensure_automations(project: Path, names: tuple[str, ...] = AUTOMATIONS) -> list[str]:
     from prefect.client.orchestration import get_client
     from prefect.events.schemas.automations import AutomationCore
@@ -94,6 +107,8 @@ def ensure_automations(project: Path, names: tuple[str, ...] = AUTOMATIONS) -> l
 
         for file in names:
             spec = load_automation(project / "automations" / file, lookup)
+            if spec.get("name") == ZOMBIE_AUTOMATION:
+                spec = with_crash_window(spec, get_settings().platform_crash_after_s)
             automation = AutomationCore.model_validate(spec)
             replaced = client.read_automations_by_name(automation.name)
             for old in replaced:

@@ -367,19 +367,25 @@ class Supervisor:
 def stop_processes(records: list[dict], *, grace: float = STOP_GRACE_S) -> list[dict]:
     """SIGTERM every process of ``records`` still alive (same pid and start time), SIGKILL what is left after
     ``grace`` seconds; returns the records still alive after that (none, normally)."""
-    procs = []
     for rec in records:
         if alive(rec):
             with contextlib.suppress(psutil.Error):
-                proc = psutil.Process(int(rec["pid"]))
-                proc.terminate()
-                procs.append(proc)
-    _, left = psutil.wait_procs(procs, timeout=grace)
-    for proc in left:
+                psutil.Process(int(rec["pid"])).terminate()
+    left = _wait_gone(records, grace)
+    for rec in left:
         with contextlib.suppress(psutil.Error):
-            proc.kill()
-    psutil.wait_procs(left, timeout=5)
-    return [rec for rec in records if alive(rec)]
+            psutil.Process(int(rec["pid"])).kill()
+    return _wait_gone(left, 5.0)
+
+
+def _wait_gone(records: list[dict], timeout: float) -> list[dict]:
+    """The records still alive after ``timeout`` s (a zombie waiting for its parent to reap it counts as gone)."""
+    deadline = time.monotonic() + timeout
+    left = [rec for rec in records if alive(rec)]
+    while left and time.monotonic() < deadline:
+        time.sleep(0.1)
+        left = [rec for rec in left if alive(rec)]
+    return left
 
 
 def main(argv: list[str] | None = None) -> int:
