@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 import threading
 import time
 import uuid
@@ -32,6 +31,7 @@ from nerops.rollout.machine import RolloutState, advance, command, start
 from nerops.rollout.plan import Plan, build_plan
 from nerops.rollout.policy import Approval, Pause, load_policy
 from nerops.rollout.verdicts import MetricEvidence, Verdict
+from nerops.serving.client import free_port
 from nerops.serving.port import EndpointView
 from nerops.serving.state import DeploymentSpec, EndpointState, with_deployment, with_traffic, without_deployment
 
@@ -476,17 +476,11 @@ def test_the_example_automation_sends_a_rollback_with_its_reason(tmp_path, plan,
 # ----------------------------------------------------------------------------------- never in the way
 
 
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_an_unreachable_prefect_api_costs_a_warning_not_the_rollback(tmp_path, plan, monkeypatch, caplog):
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     ctl, record, control = rollout(tmp_path, plan, "ner")
-    api = f"http://127.0.0.1:{closed_port()}/api"
+    api = f"http://127.0.0.1:{free_port()}/api"  # nothing listens there
     sent = []
     monkeypatch.setattr("prefect.events.emit_event", lambda *a, **kw: sent.append(a))
     with temporary_settings({PREFECT_API_URL: api}), caplog.at_level(logging.WARNING, logger="nerops.controller"):
