@@ -84,13 +84,13 @@ def load_automation(path: Path, lookup: Callable[[str], str]) -> dict:
 
 
 def with_crash_window(spec: dict, seconds: float) -> dict:
-    """The zombie automation with its window set to ``seconds`` (NEROPS_PLATFORM_CRASH_AFTER_S; the file says 90),
-    its description and the crash message saying so."""
-    said = f"{seconds:g} s"
+    """The zombie automation with its window set to ``seconds`` (NEROPS_PLATFORM_CRASH_AFTER_S), its description and
+    the crash message saying so where they named the file's own window."""
+    was, said = f"{float(spec['trigger']['within']):g} s", f"{seconds:g} s"
     out = {**spec, "trigger": {**spec["trigger"], "within": seconds}}
-    out["description"] = str(spec.get("description", "")).replace("90 s", said)
+    out["description"] = str(spec.get("description", "")).replace(was, said)
     out["actions"] = [
-        {**a, "message": str(a["message"]).replace("90 s", said)} if "message" in a else a for a in spec["actions"]
+        {**a, "message": str(a["message"]).replace(was, said)} if "message" in a else a for a in spec["actions"]
     ]
     return out
 
