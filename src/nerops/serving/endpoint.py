@@ -35,7 +35,7 @@ from nerops.errors import NeropsError
 from nerops.serving import openapi
 from nerops.serving.control import MAX_CONTROL_BODY, EndpointBusyError, EndpointController, hold_serve_lock
 from nerops.serving.credentials import ControlKeys, control_keys
-from nerops.serving.pool import PoolSettings
+from nerops.serving.pool import PoolSettings, Unanswered
 from nerops.serving.scoring import Limits, ScoringError, check_content_type
 from nerops.serving.state import MirrorPicker, TrafficPicker
 from nerops.serving.worker import SIGNALS_HEADER
@@ -138,17 +138,9 @@ class ScoringRoute:
     async def _forward(self, name: str, body: bytes, content_type: str, traffic_class: str) -> Response:
         pool = self.controller.pools[name]
         try:
-            slot = await pool.acquire()
-        except TimeoutError as exc:
-            return error(503, "no_live_worker", str(exc))
-        try:
-            upstream = await pool.forward(slot, body, content_type)
-        except Exception as exc:  # timed out, or the worker died: 504 or 502, by what happened to it
-            status, code, message = pool.failure(slot, exc)
-            log.warning("deployment %s: %s (%s)", name, code, type(exc).__name__)
-            return error(status, code, message)
-        finally:
-            pool.release(slot)
+            upstream = await pool.dispatch(body, content_type)
+        except Unanswered as exc:
+            return error(exc.status, exc.code, exc.message)
         signals = upstream.headers.get(SIGNALS_HEADER.decode())
         if signals:
             self.telemetry.record_documents(

@@ -20,6 +20,10 @@ A request in flight fails with the exact answer of what happened to its worker:
     the worker stopped answering (timed out, or killed for failed health checks)  504
     the worker exited by itself while answering                                   502
     no live worker slot came free within the wait                                 503
+
+A worker that refuses the connection (it is dying, and never saw the request) is not an answer:
+:meth:`DeploymentPool.dispatch` tries the next free slot within the same wait, so that request
+too ends in 503 if no live worker frees up.
 """
 
 from __future__ import annotations
@@ -70,6 +74,14 @@ class PoolSettings:
 
 class WorkerStartError(RuntimeError):
     """A worker exited while starting, or was not ready in time."""
+
+
+class Unanswered(RuntimeError):
+    """A request no worker answered: ``status``, ``code`` and ``message`` are the endpoint's error."""
+
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
 
 
 class PoolStartError(RuntimeError):
@@ -207,11 +219,11 @@ class DeploymentPool:
         await self._terminate(worker)
         log.info("deployment %s worker %d left the pool", self.name, worker.index)
 
-    async def acquire(self, timeout: float | None = None) -> Slot:
-        """A free slot of a live worker; raises TimeoutError if none frees up in time."""
+    async def acquire(self, timeout: float | None = None, deadline: float | None = None) -> Slot:
+        """A free slot of a live worker; TimeoutError if none frees up within ``timeout`` (by ``deadline``)."""
         assert self._slots is not None
         timeout = self.settings.acquire_timeout_s if timeout is None else timeout
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + timeout if deadline is None else deadline
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -240,6 +252,31 @@ class DeploymentPool:
             headers={"content-type": content_type},
             timeout=self.settings.request_timeout_s,
         )
+
+    async def dispatch(self, body: bytes, content_type: str) -> httpx.Response:
+        """A free live worker's answer to the request; :class:`Unanswered` with the table's status if none.
+
+        A worker that refuses the connection never saw the request (it is dying): the next free
+        slot is tried, within the same acquire wait.
+        """
+        deadline = time.monotonic() + self.settings.acquire_timeout_s
+        while True:
+            try:
+                slot = await self.acquire(deadline=deadline)
+            except TimeoutError as exc:
+                raise Unanswered(503, "no_live_worker", str(exc)) from exc
+            try:
+                return await self.forward(slot, body, content_type)
+            except httpx.ConnectError:
+                worker = slot.worker.index
+                log.info("deployment %s: worker %d refused the connection; trying another", self.name, worker)
+                await asyncio.sleep(0.05)  # not at once: the supervisor's poll finds the death, a slot frees up
+            except Exception as exc:  # timed out, or the worker died: 504 or 502, by what happened to it
+                status, code, message = self.failure(slot, exc)
+                log.warning("deployment %s: %s (%s)", self.name, code, type(exc).__name__)
+                raise Unanswered(status, code, message) from exc
+            finally:
+                self.release(slot)
 
     def failure(self, slot: Slot, exc: BaseException) -> tuple[int, str, str]:
         """``(status, code, message)`` for a request whose worker failed it with ``exc``."""
