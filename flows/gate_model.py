@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import flow
 
 from nerops.params import GateRequest
-from tasks.registry import approve_version, find_ungated_candidate, gate_against_champion
+from tasks.registry import approve_on_pass, find_ungated_candidate, gate_against_champion
 from tasks.reports import publish_gate_report
 
 
@@ -21,5 +21,5 @@ def gate_model(request: GateRequest = GateRequest()) -> dict[str, object]:
     print(gate["summary"])
     approved = None
     if gate["passed"] and request.approve_on_pass:
-        approved = approve_version(gate["challenger"]["version"], reason=f"{request.reason}: {gate['summary']}")
+        approved = approve_on_pass(gate["challenger"]["version"], reason=f"{request.reason}: {gate['summary']}")
     return {"version": gate["challenger"]["version"], "passed": gate["passed"], "approved": bool(approved)}

@@ -1,7 +1,9 @@
 """``retrain-model``: train -> evaluate -> register -> gate against the champion -> approve on pass.
 
 Approval makes the version ``stage=prod`` and ``challenger``; the champion moves only when a rollout
-completes, by a rollback, or by ``nerops champion set``.
+completes, by a rollback, or by ``nerops champion set``. A pass the ledger of this moment refuses to approve
+(another challenger's rollout is running, or the champion moved since the gate) is said and left gated: the run
+completes, as after a failed gate.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 from prefect import flow
 
 from nerops.params import RetrainRequest
-from tasks.registry import approve_version, gate_against_champion, reconcile_registry, register_candidate
+from tasks.registry import approve_on_pass, gate_against_champion, reconcile_registry, register_candidate
 from tasks.reports import publish_gate_report
 from tasks.training import evaluate_candidate, train_candidate
 from tasks.triggers import request_rollout
@@ -29,8 +31,9 @@ def retrain_model(request: RetrainRequest = RetrainRequest()) -> dict[str, objec
     print(gate["summary"])
     approved = None
     if gate["passed"] and request.approve_on_pass:
-        approved = approve_version(version, reason=f"{request.reason}: {gate['summary']}")
-        print(request_rollout(version, request.reason))
+        approved = approve_on_pass(version, reason=f"{request.reason}: {gate['summary']}")
+        if approved:
+            print(request_rollout(version, request.reason))
     return {
         "version": version,
         "passed": gate["passed"],

@@ -6,6 +6,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from nerops import lifecycle
+from nerops.errors import ConflictError
 from nerops.params import GateParams
 from tasks.common import actor, transient_only
 
@@ -40,3 +41,17 @@ def gate_against_champion(version: str, gate: GateParams) -> dict[str, object]:
 def approve_version(version: str, reason: str) -> dict[str, object]:
     """Approve a version with a current pass: stage=prod, alias challenger (a retry returns the same entry)."""
     return lifecycle.approve_version(version, reason, actor=actor())
+
+
+def approve_on_pass(version: str, reason: str) -> dict[str, object] | None:
+    """``approve_version`` in a flow, or None with the reason said when it conflicts with the ledger of this moment:
+    another challenger's rollout is running, or the champion moved since the gate. The version stays registered and
+    gated, not approved, and the run goes on (as after a failed gate); any other refusal fails the run."""
+    try:
+        return approve_version(version, reason)
+    except ConflictError as exc:
+        print(
+            f"v{version} passed the gate but is not approved now: {exc}. When that has settled: "
+            f"nerops gate {version} --approve"
+        )
+        return None

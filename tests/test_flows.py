@@ -111,3 +111,49 @@ def test_gate_model_with_its_defaults_gates_the_newest_ungated_candidate(tmp_pat
     result = gate_model()
     assert result["version"] == version == "3" and result["passed"] is False
     assert gate_model()["summary"] == "nothing to gate"
+
+
+def test_a_pass_while_another_challengers_rollout_runs_is_left_gated_and_the_run_completes(tmp_path):
+    """A retrain (here gate-model, the same step) that passes while a rollout of another challenger is open in the
+    ledger is not approved; the run completes and says why and what to run later. Nothing is lost: the version
+    stays registered and gated, and is approved once that rollout has ended."""
+    import shutil
+
+    from flows.gate_model import gate_model
+    from nerops.lifecycle import open_governance
+    from nerops.params import GateRequest
+    from nerops.settings import get_settings
+
+    gov = open_governance()
+    champion = gov.state().champion
+    registered = gov.ledger.find("registration", version=champion)[0].evidence["lineage"]
+    source = gov.ledger.find("training")[0].evidence["model_dir"]  # the champion's own model: a pass against it
+
+    def copy_of_champion(name: str) -> str:
+        copy = tmp_path / name
+        shutil.copytree(source, copy)
+        (copy / "NOTE").write_text(f"{name}: a copy of the champion, so another artifact hash")
+        return gov.register(copy, dataset_version=registered["dataset_version"], config_hash=registered["config_hash"],
+                            git_commit="test", libraries={}, params={}, metrics={}).version  # fmt: skip
+
+    gate = {**LENIENT, "max_latency_ratio": 100.0}  # the same model twice: only timing noise could fail it
+    running, late = copy_of_champion("running"), copy_of_champion("late")
+    assert gate_model(GateRequest(version=running, gate=gate, approve_on_pass=True))["approved"]
+    model = get_settings().registered_model
+    subject = {
+        "model": model,
+        "version": running,
+        "endpoint": "test-endpoint",
+        "rollout": f"test-endpoint/v{running}/1",
+    }
+    gov.ledger.append("rollout_started", subject=subject, evidence={"owner": "tester@test"}, actor="tester@test")
+
+    result = gate_model(GateRequest(version=late, gate=gate, approve_on_pass=True))
+    assert result == {"version": late, "passed": True, "approved": False}
+    state = gov.state()
+    assert (state.challenger, state.stage(late)) == (running, "candidate")  # gated, not approved: nothing moved
+    assert gov.ledger.find("gate", version=late) and not gov.ledger.find("approval", version=late)
+
+    gov.ledger.append("rollout_finished", subject=subject, evidence={"phase": "Aborted"}, actor="tester@test")
+    assert gate_model(GateRequest(version=late, gate=gate, approve_on_pass=True))["approved"]
+    assert gov.state().challenger == late
