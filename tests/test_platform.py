@@ -29,6 +29,7 @@ pytestmark = [needs_real_data, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "platform-test-secret"
 FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+SWEEP_EVERY_S = 120
 
 
 def nerops(*args: str, env: dict, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -72,6 +73,7 @@ def live(tmp_path_factory, tiny_model: Path, reseeded_model: Path, synthetic_dat
         "NEROPS_WEBHOOK_MAX_BODY_BYTES": "65536",
         "NEROPS_TELEMETRY_EXPORT_INTERVAL_S": "0.25",  # as the rollout tests: the test profile looks every 1 s
         "NEROPS_PLATFORM_CRASH_AFTER_S": "60",  # two heartbeats (90 s by default): the kill test waits for it
+        "NEROPS_HEALTH_SWEEP_INTERVAL_S": str(SWEEP_EVERY_S),  # 300 by default: the last test waits for a sweep
         "NEROPS_PROJECT_DIR": str(ROOT),
     }
     up = nerops(
@@ -332,15 +334,16 @@ def _pause_sweeps(live, paused: bool) -> None:
             c.resume_deployment(dep.id)
 
 
-def test_the_health_sweep_schedule_makes_runs_300_s_apart_by_itself(live):
-    """The scheduler made the sweep's next runs as soon as it was deployed (one of them runs: checked before down)."""
+def test_the_health_sweep_schedule_makes_runs_at_the_set_interval_by_itself(live):
+    """The set-up set the sweep's interval (prefect.yaml's 300 s replaced by the setting's); the scheduler made the next
+    runs at once (one of them runs: checked before down)."""
     deadline = time.monotonic() + 120
     scheduled = []
     while time.monotonic() < deadline and len(scheduled) < 2:
         scheduled = [r for r in runs_of("health-sweep/health-sweep") if r.auto_scheduled]
         time.sleep(1)
     times = sorted(r.expected_start_time for r in scheduled)
-    assert any(abs((b - a).total_seconds() - 300) < 1 for a, b in zip(times, times[1:], strict=False)), times
+    assert any(abs((b - a).total_seconds() - SWEEP_EVERY_S) < 1 for a, b in zip(times, times[1:], strict=False)), times
 
 
 def test_kill_9_of_the_rollout_and_the_worker_is_crashed_by_the_zombie_automation_and_rolled_back(live):
@@ -573,7 +576,8 @@ def test_the_pushed_commit_is_trained_once_by_the_worker_with_both_commits_in_it
 
 
 def test_a_scheduled_health_sweep_run_ran_by_itself(live):
-    """The first scheduled sweep is due about 300 s after the deployment: the tests above have taken most of that."""
+    """The first scheduled sweep is due SWEEP_EVERY_S after the deployment (or after the kill test resumed the paused
+    schedule): the tests above have taken that."""
     deadline = time.monotonic() + 420
     while time.monotonic() < deadline:
         scheduled = [r for r in runs_of("health-sweep/health-sweep") if r.auto_scheduled]

@@ -95,6 +95,13 @@ class Settings(BaseSettings):
         description="Local platform: a flow run with no heartbeat (they come every 30 s) for this long is marked "
         "Crashed by the zombie automation; at least 45 s, so that one late heartbeat does not crash a live run.",
     )
+    health_sweep_interval_s: float = Field(
+        default=300.0,
+        ge=60.0,
+        le=86400.0,
+        description="Local platform: the health-sweep deployment's schedule, set by the set-up (every 5 minutes by "
+        "default: each sweep is a process importing the whole stack on the cores being judged).",
+    )
     rollout_profile: Literal["production", "demo", "test"] = Field(
         default="production", description="Rollouts: the profile of rollouts/policy.yaml that sets the durations."
     )

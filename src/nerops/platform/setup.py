@@ -1,5 +1,6 @@
 """Set up a Prefect server for the project: the work pool, the deployments (``prefect deploy --all``), the global
-concurrency limits and the automations. Idempotent: run again, it finds what exists and replaces the automations.
+concurrency limits, the health-sweep's interval and the automations. Idempotent: run again, it finds what exists
+and replaces the automations.
 
     python -m nerops.platform.setup [--project DIR] [--no-deploy]      (also: ``nerops platform setup``)
 
@@ -14,6 +15,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
 import yaml
@@ -23,6 +25,7 @@ from nerops.settings import Settings, get_settings, prefect_api_url
 
 WORK_POOL = "local"
 ZOMBIE_AUTOMATION = "nerops-crash-zombie-flows"
+SWEEP_DEPLOYMENT = "health-sweep/health-sweep"
 AUTOMATIONS = ("crash-zombie-flows.yaml", "rollback-on-crash.yaml")  # rollout-notifications.yaml needs your block
 DEPLOY_TIMEOUT_S = 600
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
@@ -118,12 +121,39 @@ def ensure_automations(project: Path, names: tuple[str, ...] = AUTOMATIONS) -> l
     return lines
 
 
+def apply_sweep_interval(seconds: float, name: str = SWEEP_DEPLOYMENT) -> str:
+    """The health-sweep's interval schedule set to ``seconds`` (NEROPS_HEALTH_SWEEP_INTERVAL_S), keeping its anchor,
+    slug and active flag; its scheduled runs of the old interval are replaced by the server."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import DeploymentScheduleUpdate, DeploymentUpdate
+    from prefect.client.schemas.schedules import IntervalSchedule
+
+    with get_client(sync_client=True) as client:
+        deployment = client.read_deployment_by_name(name)
+        intervals = [s for s in deployment.schedules if isinstance(s.schedule, IntervalSchedule)]
+        if len(intervals) != 1 or len(deployment.schedules) != 1:
+            found = [s.schedule for s in deployment.schedules]
+            raise ConfigurationError(f"{name}: expected one interval schedule (prefect.yaml), found {found}")
+        (current,) = intervals
+        if current.schedule.interval.total_seconds() == seconds:
+            return f"schedule of {name}: every {seconds:g} s"
+        schedule = IntervalSchedule(
+            interval=timedelta(seconds=seconds), anchor_date=current.schedule.anchor_date,
+            timezone=current.schedule.timezone,
+        )  # fmt: skip
+        update = DeploymentScheduleUpdate(schedule=schedule, active=current.active, slug=current.slug)
+        client.update_deployment(deployment.id, DeploymentUpdate(schedules=[update]))
+        was = current.schedule.interval.total_seconds()
+        return f"schedule of {name}: every {seconds:g} s (NEROPS_HEALTH_SWEEP_INTERVAL_S; prefect.yaml says {was:g})"
+
+
 def set_up(project: Path, *, deploy_flows: bool = True, say: Callable[[str], None] = print) -> None:
     settings = get_settings()
     say(f"setting up the Prefect server at {prefect_api_url('to the Prefect server to set up')} for {project}")
     say(ensure_work_pool())
     if deploy_flows:
         say(deploy(project))
+    say(apply_sweep_interval(settings.health_sweep_interval_s))
     for line in ensure_limits(settings):
         say(line)
     for line in ensure_automations(project):
