@@ -17,6 +17,30 @@ needs_real_data = pytest.mark.skipif(
     not TRAIN_ZIP.is_file(), reason=f"the dotin zips are not at {SHARED_DATA} (set NEROPS_DATA_DIR)"
 )
 
+SYNTHETIC_LINEAGE = {
+    "dataset_version": "synthetic", "config_hash": "cfg", "git_commit": "abc", "libraries": {}, "params": {},
+    "metrics": {},
+}  # fmt: skip
+
+
+def register_synthetic(gov, model: Path) -> str:
+    """Register a model trained on the synthetic CVs (a lineage of test values): its version, a candidate."""
+    return gov.register(model, **SYNTHETIC_LINEAGE).version
+
+
+def approve_synthetic(gov, model: Path, docs, personal, policy=None) -> str:
+    """Register a model trained on the synthetic CVs, gate it on ``docs`` (a pass is asserted) and approve it
+    (``stage=prod``, alias ``challenger``): the version. ``policy`` defaults to F1 >= 0.5 and latency <= 3x."""
+    from nerops.gate import GatePolicy
+    from nerops.gating import run_gate
+
+    policy = policy or GatePolicy(min_micro_f1=0.5, max_latency_ratio=3.0, bootstrap_samples=200)
+    version = register_synthetic(gov, model)
+    decision = run_gate(gov, version, docs, policy, test_sha256="0" * 64, personal=personal)[0]
+    assert decision.passed, decision
+    gov.approve(version, reason="test")
+    return version
+
 
 @pytest.fixture(autouse=True)
 def _isolated_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:

@@ -16,13 +16,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from nerops.gate import GatePolicy
 from nerops.serving.client import EndpointError, LocalEndpoint
 from nerops.serving.traffic import run_traffic
 from nerops.settings import Settings
+from tests.conftest import approve_synthetic, register_synthetic
 from tests.cvs import synthetic_cv
-
-POLICY = GatePolicy(min_micro_f1=0.5, max_latency_ratio=3.0, bootstrap_samples=200)
 
 
 def texts(n: int = 40) -> list[str]:
@@ -44,7 +42,6 @@ def state(
 ):
     """A state folder whose registry holds v1 and v2 (approved: stage=prod) and v3 (a candidate); no champion yet."""
     from nerops.data import read_corpus
-    from nerops.gating import run_gate
     from nerops.lifecycle import open_governance
 
     folder = tmp_path_factory.mktemp("endpoint-state")
@@ -52,13 +49,9 @@ def state(
     mp.setenv("NEROPS_STATE_DIR", str(folder))
     gov = open_governance(actor="tester@test")
     docs = read_corpus(synthetic_data[1])
-    for model in (tiny_model, reseeded_model, weak_model):
-        version = gov.register(
-            model, dataset_version="synthetic", config_hash="cfg", git_commit="abc", libraries={}, params={}, metrics={}
-        ).version
-        if model is not weak_model:
-            assert run_gate(gov, version, docs, POLICY, test_sha256="0" * 64, personal=synthetic_personal)[0].passed
-            gov.approve(version, reason="test")
+    for model in (tiny_model, reseeded_model):
+        approve_synthetic(gov, model, docs, synthetic_personal)
+    register_synthetic(gov, weak_model)
     yield folder
     mp.undo()
 

@@ -18,12 +18,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from nerops.gate import GatePolicy
 from nerops.serving.client import EndpointError, LocalEndpoint
 from nerops.settings import Settings
+from tests.conftest import approve_synthetic
 from tests.cvs import synthetic_cv
 
-POLICY = GatePolicy(min_micro_f1=0.5, max_latency_ratio=3.0, bootstrap_samples=200)
 FAST = {
     "NEROPS_ENDPOINT_REQUEST_TIMEOUT_S": "30",  # a stopped worker is found by its health checks first
     "NEROPS_ENDPOINT_ACQUIRE_TIMEOUT_S": "0.5",
@@ -38,7 +37,6 @@ FAST = {
 def state(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path, synthetic_data, synthetic_personal):
     """A state folder whose registry holds v1 at stage=prod."""
     from nerops.data import read_corpus
-    from nerops.gating import run_gate
     from nerops.lifecycle import open_governance
 
     folder = tmp_path_factory.mktemp("failures-state")
@@ -47,18 +45,7 @@ def state(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path, synthetic_
     for name, value in FAST.items():
         mp.setenv(name, value)
     gov = open_governance(actor="tester@test")
-    version = gov.register(
-        tiny_model,
-        dataset_version="synthetic",
-        config_hash="cfg",
-        git_commit="abc",
-        libraries={},
-        params={},
-        metrics={},
-    ).version
-    docs = read_corpus(synthetic_data[1])
-    assert run_gate(gov, version, docs, POLICY, test_sha256="0" * 64, personal=synthetic_personal)[0].passed
-    gov.approve(version, reason="test")
+    approve_synthetic(gov, tiny_model, read_corpus(synthetic_data[1]), synthetic_personal)
     yield folder
     mp.undo()
 

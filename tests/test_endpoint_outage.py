@@ -11,13 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from nerops.gate import GatePolicy
 from nerops.registry.lineage import artifact_sha256
 from nerops.serving.client import LocalEndpoint
 from nerops.settings import Settings
+from tests.conftest import approve_synthetic
 from tests.test_registry_outage import MlflowServer
-
-POLICY = GatePolicy(min_micro_f1=0.5, max_latency_ratio=3.0, bootstrap_samples=200)
 
 
 def _serves(ep: LocalEndpoint) -> int:
@@ -28,7 +26,6 @@ def test_the_endpoint_starts_from_verified_copies_while_the_registry_is_down(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_model: Path, synthetic_data, synthetic_personal
 ):
     from nerops.data import read_corpus
-    from nerops.gating import run_gate
     from nerops.lifecycle import open_governance
 
     server = MlflowServer(f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "server-artifacts")
@@ -41,11 +38,7 @@ def test_the_endpoint_starts_from_verified_copies_while_the_registry_is_down(
     settings = Settings(state_dir=state)
     try:
         gov = open_governance(actor="tester@test")
-        lineage = {"dataset_version": "synthetic", "config_hash": "cfg", "git_commit": "abc", "libraries": {}}
-        version = gov.register(tiny_model, **lineage, params={}, metrics={}).version
-        docs = read_corpus(synthetic_data[1])
-        assert run_gate(gov, version, docs, POLICY, test_sha256="0" * 64, personal=synthetic_personal)[0].passed
-        gov.approve(version, reason="test")
+        version = approve_synthetic(gov, tiny_model, read_corpus(synthetic_data[1]), synthetic_personal)
 
         ep = LocalEndpoint.start(settings, "outage-ep", export_interval=0.5)
         try:

@@ -19,13 +19,12 @@ from xml.etree import ElementTree
 import httpx
 import pytest
 
-from nerops.gate import GatePolicy
 from nerops.serving.client import EndpointError, LocalEndpoint
 from nerops.serving.port import Change
 from nerops.settings import Settings
+from tests.conftest import approve_synthetic
 from tests.cvs import synthetic_cv
 
-POLICY = GatePolicy(min_micro_f1=0.5, max_latency_ratio=3.0, bootstrap_samples=200)
 SETTINGS = {
     "NEROPS_ENDPOINT_HEALTH_INTERVAL_S": "0.5",
     "NEROPS_ENDPOINT_RESTART_BACKOFF_S": "0.2",
@@ -39,7 +38,6 @@ ROLLOUT = Change("rollout-controller", "step 1 of 4: the candidate takes 5 %", "
 def state(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path, synthetic_data, synthetic_personal):
     """A state folder whose registry holds v1 and v2 (the same model, one byte apart), both at stage=prod."""
     from nerops.data import read_corpus
-    from nerops.gating import run_gate
     from nerops.lifecycle import open_governance
 
     folder = tmp_path_factory.mktemp("scale-state")
@@ -53,11 +51,7 @@ def state(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path, synthetic_
     gov = open_governance(actor="tester@test")
     docs = read_corpus(synthetic_data[1])
     for model in (tiny_model, other):
-        version = gov.register(
-            model, dataset_version="synthetic", config_hash="cfg", git_commit="abc", libraries={}, params={}, metrics={}
-        ).version
-        assert run_gate(gov, version, docs, POLICY, test_sha256="0" * 64, personal=synthetic_personal)[0].passed
-        gov.approve(version, reason="test")
+        approve_synthetic(gov, model, docs, synthetic_personal)
     yield folder
     mp.undo()
 
