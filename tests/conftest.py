@@ -23,6 +23,17 @@ SYNTHETIC_LINEAGE = {
 }  # fmt: skip
 
 
+def model_copy(source: Path, copy: Path, why: str) -> Path:
+    """A copy of a model's folder with one extra file saying ``why``: the same model, another artifact hash (so a
+    version of its own when registered)."""
+    import shutil
+
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(source, copy)
+    (copy / "VARIANT").write_text(why + "\n")
+    return copy
+
+
 def register_synthetic(gov, model: Path) -> str:
     """Register a model trained on the synthetic CVs (a lineage of test values): its version, a candidate."""
     return gov.register(model, **SYNTHETIC_LINEAGE).version

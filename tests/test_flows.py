@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
-from tests.conftest import SHARED_DATA, needs_real_data
+from tests.conftest import SHARED_DATA, model_copy, needs_real_data
 
 pytestmark = needs_real_data
 
@@ -117,8 +118,6 @@ def test_a_pass_while_another_challengers_rollout_runs_is_left_gated_and_the_run
     """A retrain (here gate-model, the same step) that passes while a rollout of another challenger is open in the
     ledger is not approved; the run completes and says why and what to run later. Nothing is lost: the version
     stays registered and gated, and is approved once that rollout has ended."""
-    import shutil
-
     from flows.gate_model import gate_model
     from nerops.lifecycle import open_governance
     from nerops.params import GateRequest
@@ -130,9 +129,7 @@ def test_a_pass_while_another_challengers_rollout_runs_is_left_gated_and_the_run
     source = gov.ledger.find("training")[0].evidence["model_dir"]  # the champion's own model: a pass against it
 
     def copy_of_champion(name: str) -> str:
-        copy = tmp_path / name
-        shutil.copytree(source, copy)
-        (copy / "NOTE").write_text(f"{name}: a copy of the champion, so another artifact hash")
+        copy = model_copy(Path(source), tmp_path / name, f"{name}: a copy of the champion")
         return gov.register(copy, dataset_version=registered["dataset_version"], config_hash=registered["config_hash"],
                             git_commit="test", libraries={}, params={}, metrics={}).version  # fmt: skip
 

@@ -22,7 +22,7 @@ import pytest
 
 from nerops.serving.client import free_port
 from nerops.triggers.github import sign
-from tests.conftest import SHARED_DATA, approve_synthetic, needs_real_data
+from tests.conftest import SHARED_DATA, approve_synthetic, model_copy, needs_real_data
 
 pytestmark = [needs_real_data, pytest.mark.slow]
 
@@ -505,14 +505,9 @@ def test_the_webhook_receiver_answers_each_delivery_as_documented_and_one_signed
 
 
 def _variant(live, folder: Path) -> str:
-    """A new approved version: a copy of the tiny model's folder with one extra file (a version of its own)."""
-    import shutil
-
-    folder.mkdir(parents=True, exist_ok=True)
+    """A new approved version: a copy of the tiny model (a version of its own)."""
     copy = folder / f"variant-{uuid.uuid4().hex[:8]}"
-    shutil.copytree(live["models"][0], copy)
-    (copy / "VARIANT").write_text(f"{copy.name}: a copy for a platform test\n")
-    return live["register"](copy)
+    return live["register"](model_copy(live["models"][0], copy, f"{copy.name}: a copy for a platform test"))
 
 
 def test_a_rollout_whose_owner_died_is_taken_over_by_a_health_sweep_run(live):

@@ -19,6 +19,7 @@ from nerops.rollout.policy import load_policy
 from nerops.serving.client import LocalEndpoint
 from nerops.serving.traffic import run_traffic
 from nerops.settings import Settings
+from tests.conftest import model_copy
 from tests.test_endpoint import texts
 
 POLICY = GatePolicy(min_micro_f1=0.5, max_latency_ratio=3.0, bootstrap_samples=200)
@@ -93,9 +94,7 @@ def platform(tmp_path_factory, tiny_model: Path, reseeded_model: Path, synthetic
         state = gov.state()
         other = next(v for v in models if v != state.champion)
         if state.archived.get(other):
-            copy = folder / "variants" / f"{other}-{len(models)}"
-            shutil.copytree(models[other], copy)
-            (copy / "VARIANT").write_text(f"a copy of v{other} for a test\n")
+            copy = model_copy(models[other], folder / "variants" / f"{other}-{len(models)}", f"a copy of v{other}")
             models.pop(other)
             other = platform_register(copy)
             models[other] = copy
