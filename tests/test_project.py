@@ -85,3 +85,17 @@ def test_the_set_up_creates_valid_automations_and_sets_the_crash_window():
     assert Settings(platform_crash_after_s=45).platform_crash_after_s == 45
     with pytest.raises(ValidationError, match="greater than or equal to 45"):
         Settings(platform_crash_after_s=30)  # a heartbeat every 30 s: one late beat would crash a live run
+
+
+def test_the_set_up_says_which_deployment_is_missing_and_how_to_create_it(prefect_harness):
+    import pytest
+
+    from nerops.errors import ConfigurationError
+    from nerops.platform.setup import apply_sweep_interval
+
+    with pytest.raises(ConfigurationError) as info:
+        apply_sweep_interval(120.0, name="health-sweep/never-deployed")
+    assert str(info.value) == (
+        "no deployment health-sweep/never-deployed on the Prefect server: run the set-up without --no-deploy "
+        "(prefect deploy --all)"
+    )

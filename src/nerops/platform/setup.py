@@ -70,6 +70,18 @@ def deploy(project: Path) -> str:
     return "prefect deploy --all: " + ", ".join(sorted(set(re.findall(r"Deployment '([^']+)'", done.stdout)))) or "ok"
 
 
+def read_deployment(client, name: str):
+    """The deployment ``flow/deployment`` on this server, or a ConfigurationError saying how to create it."""
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        return client.read_deployment_by_name(name)
+    except ObjectNotFound:
+        raise ConfigurationError(
+            f"no deployment {name} on the Prefect server: run the set-up without --no-deploy (prefect deploy --all)"
+        ) from None
+
+
 def _resolve_deployments(spec: dict, lookup: Callable[[str], str]) -> dict:
     for action in spec.get("actions", ()):
         target = action.get("deployment_id")
@@ -106,7 +118,7 @@ def ensure_automations(project: Path, names: tuple[str, ...] = AUTOMATIONS) -> l
     with get_client(sync_client=True) as client:
 
         def lookup(name: str) -> str:
-            return str(client.read_deployment_by_name(name).id)
+            return str(read_deployment(client, name).id)
 
         for file in names:
             spec = load_automation(project / "automations" / file, lookup)
@@ -129,7 +141,7 @@ def apply_sweep_interval(seconds: float, name: str = SWEEP_DEPLOYMENT) -> str:
     from prefect.client.schemas.schedules import IntervalSchedule
 
     with get_client(sync_client=True) as client:
-        deployment = client.read_deployment_by_name(name)
+        deployment = read_deployment(client, name)
         intervals = [s for s in deployment.schedules if isinstance(s.schedule, IntervalSchedule)]
         if len(intervals) != 1 or len(deployment.schedules) != 1:
             found = [s.schedule for s in deployment.schedules]
