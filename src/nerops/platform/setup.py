@@ -147,7 +147,8 @@ def apply_sweep_interval(seconds: float, name: str = SWEEP_DEPLOYMENT) -> str:
             found = [s.schedule for s in deployment.schedules]
             raise ConfigurationError(f"{name}: expected one interval schedule (prefect.yaml), found {found}")
         (current,) = intervals
-        if current.schedule.interval.total_seconds() == seconds:
+        was = current.schedule.interval.total_seconds()
+        if was == seconds:
             return f"schedule of {name}: every {seconds:g} s"
         schedule = IntervalSchedule(
             interval=timedelta(seconds=seconds), anchor_date=current.schedule.anchor_date,
@@ -155,7 +156,6 @@ def apply_sweep_interval(seconds: float, name: str = SWEEP_DEPLOYMENT) -> str:
         )  # fmt: skip
         update = DeploymentScheduleUpdate(schedule=schedule, active=current.active, slug=current.slug)
         client.update_deployment(deployment.id, DeploymentUpdate(schedules=[update]))
-        was = current.schedule.interval.total_seconds()
         return f"schedule of {name}: every {seconds:g} s (NEROPS_HEALTH_SWEEP_INTERVAL_S; prefect.yaml says {was:g})"
 
 
